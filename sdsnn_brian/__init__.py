@@ -1,0 +1,27 @@
+"""sdsnn_brian: spiking networks declared as Brian2 equations, compiled to C++/CUDA standalone
+code, trained with surrogate gradients computed from recorded state, with SD-SNN structural
+development (dendritic-spine constraint, neuronal pruning, synaptic regeneration).
+
+The public API::
+
+    from sdsnn_brian import Network, Input, Dense, models, Trainer, Adam, MNIST
+
+    net = Network(Input(784, encoding='rate'), Dense(400, neuron=models.sdsnn_lif),
+                  Dense(10, neuron=models.sdsnn_lif), steps=20)
+    trainer = Trainer(net, device='cpp_standalone', surrogate='rectangular',
+                      loss='rate_mse', optimizer=Adam(1e-3))
+    history = trainer.fit(MNIST(train=True), epochs=10, batch_size=100,
+                          validation=MNIST(train=False), run_dir='runs/mnist_dense')
+"""
+from . import models
+from .data import MNIST, load_mnist
+from .encoding import Direct, Latency, Rate
+from .network import Dense, Input, Network
+from .neuron import NeuronModel, UnsupportedModelError
+from .optim import SGD, Adam, CosineLR, StepLR
+from .trainer import Trainer
+
+__version__ = "0.1.0"
+
+__all__ = ["Network", "Input", "Dense", "NeuronModel", "UnsupportedModelError", "models", "Trainer",
+           "Adam", "SGD", "StepLR", "CosineLR", "Rate", "Latency", "Direct", "MNIST", "load_mnist"]

@@ -1,0 +1,142 @@
+"""Network builder: turns a declared :class:`~sdsnn_brian.network.Network` into Brian2 objects.
+
+This is the only module that creates Brian2 groups, synapses and monitors.
+
+How a minibatch runs
+--------------------
+The ``B`` samples of a minibatch run *in sequence* in one simulation of
+``B*T`` steps; every ``T`` steps a ``run_regularly`` operation (slot ``start``)
+puts each layer's membrane back to its initial value, so samples do not
+interact.  (The alternative, ``B`` replicated groups side by side, multiplies
+the synapse count and the weight transfer by ``B``; ``benchmarks/engine_layout.py``
+measures both.)
+
+Input spikes are computed in Python by the encoder and handed to Brian2 as a
+``TimedArray`` packed 32 inputs per value (bit ``k`` of ``stim[g, i // 32]``
+is input ``i`` at global step ``g``); the input group's threshold decodes the
+bit exactly (``floor(stim * 2**-k) % 2``: power-of-two scaling and ``floor``
+are exact in floating point).  That cuts the input file 32-fold compared
+with one float64 per input and step.
+
+Order within one step (matches the SD-SNN neuron, which has no delay between
+layers): the leak of every layer runs in ``groups``; the input group's threshold
+in ``thresholds``; then in slot ``after_synapses`` for layer ``k`` (1-based):
+its incoming pathway at order ``10k``, its bias at ``10k+1``, the membrane
+monitor at ``10k+4`` (the pre-reset membrane the surrogate needs), its threshold
+at ``10k+5``, its spike monitor at ``10k+6``; all resets last (order ``1000+k``).
+So ``u_t = a*u+_{t-1} + c + W s_{t-1 layer}(t) + b`` exactly as in
+:mod:`sdsnn_brian.neuron`.
+
+Synapse ``q`` of layer ``k`` connects pre ``q % N_pre`` to post ``q // N_pre``:
+the flat index of the (post, pre) weight matrix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["BrianObjects", "build_objects", "pack_input", "BITS"]
+
+#: Inputs packed into one TimedArray value.
+BITS = 32
+
+
+def pack_input(spikes: np.ndarray) -> np.ndarray:
+    """Pack a [T, B, n] 0/1 raster into the [B*T, ceil(n/32)] float64 table the input group decodes."""
+    T, B, n = spikes.shape
+    blocks = -(-n // BITS)
+    seq = np.ascontiguousarray(np.swapaxes(spikes, 0, 1)).reshape(B * T, n).astype(np.uint8, copy=False)
+    if n % BITS:
+        seq = np.concatenate([seq, np.zeros((B * T, blocks * BITS - n), np.uint8)], axis=1)
+    packed = np.packbits(seq.reshape(B * T, blocks, BITS), axis=-1, bitorder="little")
+    return packed.view("<u4")[..., 0].astype(np.float64)
+
+
+@dataclass
+class BrianObjects:
+    """The Brian2 objects of one built network (kept behind the builder)."""
+
+    network: object  # brian2.Network
+    stim: object  # TimedArray
+    groups: list  # trained NeuronGroups, layer order
+    synapses: list
+    state_monitors: list
+    spike_monitors: list
+    membranes: list  # membrane variable names
+    units: list  # float SI value of each layer's membrane unit
+    duration: object
+    extra: dict = field(default_factory=dict)
+
+
+def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=None) -> BrianObjects:
+    """Create the Brian2 objects for ``net`` running ``batch`` samples per simulation.
+
+    ``stim_values``/``weights``/``biases`` set initial values (the runtime device
+    passes real data here; standalone builds pass nothing and supply data per run).
+    """
+    import brian2 as b2
+
+    T, dt = net.steps, net.dt
+    n_in = net.input.size
+    blocks = -(-n_in // BITS)
+    if stim_values is None:
+        stim_values = np.zeros((batch * T, blocks))
+    stim = b2.TimedArray(stim_values, dt=dt, name="stim")
+    inp = b2.NeuronGroup(
+        n_in,
+        "blk : integer (constant)\nbitscale : 1 (constant)",
+        threshold="(floor(stim(t, blk) * bitscale) % 2) > 0.5",
+        reset="",
+        namespace={"stim": stim},
+        name="layer0",
+    )
+    idx = np.arange(n_in)
+    inp.blk = idx // BITS
+    inp.bitscale = 2.0 ** -(idx % BITS).astype(float)
+
+    objects = [inp]
+    groups, synapses, smons, spmons, membranes, units = [], [], [], [], [], []
+    prev = inp
+    for k, layer in enumerate(net.trained, start=1):
+        model = layer.neuron
+        m = model.membrane
+        unit = model.unit
+        ns = dict(model.namespace)
+        ns["w_unit"] = unit
+        eqs = model.equations
+        if layer.bias:
+            eqs = eqs + "\nb : 1 (constant)"
+        G = b2.NeuronGroup(layer.size, eqs, threshold=model.threshold, reset=model.reset,
+                           method=model.method, namespace=ns, name=f"layer{k}")
+        G.thresholder["spike"].when = "after_synapses"
+        G.thresholder["spike"].order = 10 * k + 5
+        G.resetter["spike"].when = "after_synapses"
+        G.resetter["spike"].order = 1000 + k
+        G.run_regularly(f"{m} = {model.init}", dt=T * dt, when="start", order=k, name=f"layer{k}_sample_reset")
+        if layer.bias:
+            G.run_regularly(f"{m} += b * w_unit", when="after_synapses", order=10 * k + 1, name=f"layer{k}_bias")
+            if biases is not None and biases[k - 1] is not None:
+                G.b = biases[k - 1]
+        n_pre, n_post = prev.N, layer.size
+        S = b2.Synapses(prev, G, "w : 1", on_pre=f"{m}_post += w * w_unit", namespace={"w_unit": unit},
+                        name=f"syn{k}")
+        q = np.arange(n_pre * n_post)
+        S.connect(i=q % n_pre, j=q // n_pre)
+        S.pre.when = "after_synapses"
+        S.pre.order = 10 * k
+        if weights is not None:
+            S.w = np.asarray(weights[k - 1], dtype=float).ravel()
+        sm = b2.StateMonitor(G, m, record=True, when="after_synapses", order=10 * k + 4, name=f"layer{k}_membrane")
+        spm = b2.SpikeMonitor(G, when="after_synapses", order=10 * k + 6, name=f"layer{k}_spikes")
+        objects += [G, S, sm, spm]
+        groups.append(G)
+        synapses.append(S)
+        smons.append(sm)
+        spmons.append(spm)
+        membranes.append(m)
+        units.append(float(b2.Quantity(unit)))
+        prev = G
+    network = b2.Network(*objects, name="sdsnn_network")
+    return BrianObjects(network, stim, groups, synapses, smons, spmons, membranes, units,
+                        duration=batch * T * dt)

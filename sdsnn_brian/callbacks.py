@@ -1,0 +1,150 @@
+"""Callbacks: what happens around the training loop (progress, run directory, checkpoints).
+
+A callback is any object with some of these methods, each taking the trainer first:
+``on_fit_start(tr)``, ``on_batch_end(tr, batch, n_batches, measurements)``,
+``on_structure_step(tr, stats)``, ``on_epoch_end(tr, record)``, ``on_fit_end(tr)``.
+
+Run directory layout (:class:`RunDirectory`)::
+
+    config.json        the resolved configuration (network, device, loss, optimiser, data, seed)
+    metrics.jsonl      one JSON object per epoch (losses, accuracies, timings, SOPs, structure)
+    structure.jsonl    one JSON object per structural step (when a schedule is used)
+    ckpt-EEEE-BBBBB.npz   checkpoints (epoch, batch), written atomically with a checksum
+    summary.json       final figures and the protocol that produced them
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+
+__all__ = ["ProgressLogger", "RunDirectory", "restore_latest", "write_json_atomic"]
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def write_json_atomic(path, obj, lines=False):
+    """Write JSON (or JSON lines from a list) via a temporary file and a rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        if lines:
+            for item in obj:
+                fh.write(json.dumps(_jsonable(item)) + "\n")
+        else:
+            json.dump(_jsonable(obj), fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ProgressLogger:
+    """One line every ``every`` batches and one per epoch, on ``stream`` (stdout)."""
+
+    def __init__(self, every=10, stream=None):
+        self.every = every
+        self.stream = stream
+
+    def _print(self, text):
+        print(text, file=self.stream or sys.stdout, flush=True)
+
+    def on_fit_start(self, tr):
+        self._t = time.perf_counter()
+        self._n = 0
+
+    def on_batch_end(self, tr, k, n_batches, m):
+        self._n += m["n"]
+        if self.every and ((k + 1) % self.every == 0 or k + 1 == n_batches):
+            rate = self._n / max(time.perf_counter() - self._t, 1e-9)
+            acc = tr._epoch_acc
+            self._print(f"epoch {tr.epoch + 1}/{tr.epochs} batch {k + 1}/{n_batches} "
+                        f"loss {acc['loss'] / acc['n']:.4f} acc {acc['correct'] / acc['n']:.4f} "
+                        f"{rate:.0f} samples/s")
+
+    def on_epoch_end(self, tr, r):
+        val = f" val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f}" if "val_accuracy" in r else ""
+        self._print(f"epoch {r['epoch']}/{tr.epochs} train_loss {r['train_loss']:.4f} "
+                    f"train_acc {r['train_accuracy']:.4f}{val} ({r['train_seconds']:.1f} s, "
+                    f"{r['train_samples_per_s']:.0f} samples/s, compression {r['compression']:.3f})")
+        self._t = time.perf_counter()
+        self._n = 0
+
+
+class RunDirectory:
+    """Writes the run directory: configuration, metrics, checkpoints, summary.
+
+    ``checkpoint_every``: also checkpoint every this many batches (0: epoch ends only).
+    ``keep``: checkpoints kept (the newest ones).
+    """
+
+    def __init__(self, path, checkpoint_every=0, keep=3, protocol=None):
+        self.path = path
+        self.checkpoint_every = checkpoint_every
+        self.keep = keep
+        self.protocol = protocol
+
+    def on_fit_start(self, tr):
+        os.makedirs(self.path, exist_ok=True)
+        self._t0 = time.perf_counter()
+        cfg = tr.config()
+        cfg["protocol"] = self.protocol or " ".join(sys.argv)
+        write_json_atomic(os.path.join(self.path, "config.json"), cfg)
+        # a resumed run rewrites the metrics it has restored, dropping anything written after
+        write_json_atomic(os.path.join(self.path, "metrics.jsonl"), tr.history, lines=True)
+
+    def checkpoint(self, tr):
+        arrays, meta = tr.state_dict()
+        name = f"ckpt-{tr.epoch:04d}-{tr.batch:05d}.npz"
+        save_checkpoint(os.path.join(self.path, name), arrays, meta)
+        prune_checkpoints(self.path, keep=self.keep)
+
+    def on_batch_end(self, tr, k, n_batches, m):
+        if self.checkpoint_every and tr.batch % self.checkpoint_every == 0 and tr.batch < n_batches:
+            self.checkpoint(tr)
+
+    def on_structure_step(self, tr, stats):
+        if stats is None:
+            return
+        with open(os.path.join(self.path, "structure.jsonl"), "a") as fh:
+            fh.write(json.dumps(_jsonable({"epoch": tr.epoch, "batch": tr.batch, **stats})) + "\n")
+
+    def on_epoch_end(self, tr, record):
+        write_json_atomic(os.path.join(self.path, "metrics.jsonl"), tr.history, lines=True)
+        self.checkpoint(tr)
+
+    def on_fit_end(self, tr):
+        last = tr.history[-1] if tr.history else {}
+        summary = {"epochs": tr.epoch, "final": last, "config": tr.config(),
+                   "wall_seconds_this_process": time.perf_counter() - self._t0,
+                   "protocol": self.protocol or " ".join(sys.argv)}
+        if tr.history and "val_accuracy" in last:
+            best = max(tr.history, key=lambda r: r["val_accuracy"])
+            summary["best_val_accuracy"] = best["val_accuracy"]
+            summary["best_epoch"] = best["epoch"]
+        write_json_atomic(os.path.join(self.path, "summary.json"), summary)
+
+
+def restore_latest(tr, run_dir):
+    """Load the newest valid checkpoint of ``run_dir`` into trainer ``tr`` (warn if none)."""
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        warnings.warn(f"no checkpoint in {run_dir!r}: starting from scratch")
+        return None
+    arrays, meta = load_checkpoint(path)
+    tr.load_state_dict(arrays, meta)
+    return path

@@ -1,0 +1,293 @@
+"""Devices: run a declared network on a Brian2 back end, minibatch after minibatch.
+
+``Simulator(net, batch_size, device=...)`` hides Brian2's devices:
+
+``'cpp_standalone'`` (default)
+    Generate and compile the C++ project once (``device.build(run=False)``), then
+    ``device.run(run_args=...)`` for every minibatch with the current weights and
+    that minibatch's input.  The project lives in a cache directory keyed by the
+    network's structure, the batch size, the device and the Brian2 version, so a
+    second process finds it compiled (``make`` has nothing to do).  A lock file
+    serialises builds of the same project; every process reads results from its
+    own results directory.
+``'cuda_standalone'``
+    The same through brian2cuda (see :mod:`sdsnn_brian.cuda`); needs a GPU to run.
+``'runtime'``
+    Brian2's runtime mode, rebuilt for every minibatch: slow, for debugging.
+
+Every array passed to the binary is checked against the built sizes before the
+run: Brian2 itself silently keeps the build-time values when a synaptic array
+has the wrong length.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .builder import build_objects, pack_input
+
+__all__ = ["Simulator", "Recording", "DEVICES", "cache_root"]
+
+DEVICES = ("cpp_standalone", "cuda_standalone", "runtime")
+
+
+@dataclass
+class Recording:
+    """What one minibatch left behind: per trained layer, [T, B, N] arrays.
+
+    ``u[l]``: membrane before reset (model unit); ``s[l]``: spikes (0/1 uint8).
+    ``timings``: seconds spent writing inputs, in the binary, and reading results.
+    """
+
+    u: list
+    s: list
+    timings: dict = field(default_factory=dict)
+
+
+def cache_root() -> str:
+    """Where compiled projects are kept (``$SDSNN_CACHE_DIR`` or ``~/.cache/sdsnn_brian``)."""
+    root = os.environ.get("SDSNN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sdsnn_brian")
+    os.makedirs(root, exist_ok=True)
+    return root
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_ACTIVE = {"key": None}  # the standalone project Brian2's global device currently holds
+
+
+class Simulator:
+    """A network compiled for one device and batch size, run once per minibatch.
+
+    Parameters
+    ----------
+    net : Network
+    batch_size : int
+        Samples per simulation; shorter minibatches are padded (padding is dropped
+        from the recording).
+    device : str
+        ``'cpp_standalone'``, ``'cuda_standalone'`` or ``'runtime'``.
+    threads : int
+        OpenMP threads for C++ standalone (0 = Brian2's default, no OpenMP).
+    cache_dir : str, optional
+        Directory for compiled projects (default :func:`cache_root`).
+    """
+
+    def __init__(self, net, batch_size: int, device: str = "cpp_standalone", *, threads: int = 0,
+                 cache_dir: str | None = None, cuda_options: dict | None = None):
+        if device not in DEVICES:
+            raise ValueError(f"unknown device {device!r}; known: {list(DEVICES)}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.net = net
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.threads = int(threads)
+        self.cuda_options = dict(cuda_options or {})
+        self.dynamics = net.dynamics()
+        self.shapes = net.weight_shapes
+        self._objects = None
+        self.project_dir = None
+        self.build_seconds = None
+        if device != "runtime":
+            import brian2
+
+            key = "|".join([net.structure_key(), str(self.batch_size), device, str(self.threads),
+                            brian2.__version__, repr(sorted(self.cuda_options.items()))])
+            digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+            self.key = digest
+            root = cache_dir or cache_root()
+            os.makedirs(root, exist_ok=True)
+            self.project_dir = os.path.join(root, f"{device}-{digest}")
+            self._results = f"results_{os.getpid()}_{id(self):x}"
+
+    # -- building -----------------------------------------------------------
+    def _ensure_built(self):
+        if self.device == "runtime" or (_ACTIVE["key"] == self.key and self._objects is not None):
+            return
+        import brian2 as b2
+
+        t0 = time.perf_counter()
+        with _file_lock(self.project_dir + ".lock"):
+            if _ACTIVE["key"] is not None:
+                b2.device.reinit()
+            b2.set_device(self.device, build_on_run=False)
+            if self.device == "cuda_standalone":
+                from .cuda import configure_cuda
+
+                configure_cuda(**self.cuda_options)
+            else:
+                b2.prefs.devices.cpp_standalone.openmp_threads = self.threads
+            b2.defaultclock.dt = self.net.dt
+            objs = build_objects(self.net, self.batch_size)
+            objs.network.run(objs.duration)
+            compile_ = self.cuda_options.get("compile", True) if self.device == "cuda_standalone" else True
+            b2.device.build(directory=self.project_dir, compile=compile_, run=False, with_output=False)
+        self._objects = objs
+        _ACTIVE["key"] = self.key
+        self.build_seconds = time.perf_counter() - t0
+
+    def build(self):
+        """Generate and compile now (otherwise the first :meth:`run` does it)."""
+        self._ensure_built()
+        return self
+
+    # -- checks -------------------------------------------------------------
+    def _check(self, spikes, weights, biases):
+        T, n_in = self.net.steps, self.net.input.size
+        spikes = np.asarray(spikes)
+        if spikes.ndim != 3 or spikes.shape[0] != T or spikes.shape[2] != n_in:
+            raise ValueError(f"input spikes must have shape [T={T}, B, {n_in}], got {spikes.shape}")
+        if spikes.shape[1] == 0 or spikes.shape[1] > self.batch_size:
+            raise ValueError(f"minibatch of {spikes.shape[1]} samples; this simulator runs 1..{self.batch_size}")
+        if len(weights) != len(self.shapes):
+            raise ValueError(f"expected {len(self.shapes)} weight matrices, got {len(weights)}")
+        for k, (w, shape) in enumerate(zip(weights, self.shapes)):
+            if np.shape(w) != shape:
+                raise ValueError(f"weights of layer {k + 1} have shape {np.shape(w)}, the network needs {shape}")
+            if not np.all(np.isfinite(w)):
+                raise ValueError(f"weights of layer {k + 1} contain NaN or infinite values")
+        biases = biases if biases is not None else [None] * len(self.shapes)
+        for k, (b, layer) in enumerate(zip(biases, self.net.trained)):
+            if layer.bias and (b is None or np.shape(b) != (layer.size,) or not np.all(np.isfinite(b))):
+                raise ValueError(f"layer {k + 1} has a bias: it needs a finite array of shape ({layer.size},)")
+        return spikes, biases
+
+    def expected_sizes(self) -> dict:
+        """The size of every array the binary takes, by Brian2 name."""
+        T, B = self.net.steps, self.batch_size
+        blocks = -(-self.net.input.size // 32)
+        sizes = {"stim.values": (B * T, blocks)}
+        for k, ((n_post, n_pre), layer) in enumerate(zip(self.shapes, self.net.trained), start=1):
+            sizes[f"syn{k}.w"] = (n_post * n_pre,)
+            if layer.bias:
+                sizes[f"layer{k}.b"] = (n_post,)
+        return sizes
+
+    def check_run_args(self, run_args: dict):
+        """Check every ``run_args`` array against the built size of its target (raise ``ValueError``).
+
+        Keys are Brian2 names (``'syn1.w'``, ``'stim.values'``).  Brian2 itself accepts a
+        synaptic array of the wrong length, prints to stderr and keeps the old values.
+        """
+        sizes = self.expected_sizes()
+        for name, value in run_args.items():
+            if name not in sizes:
+                raise ValueError(f"run_args names {name!r}, which the build does not have; it has {sorted(sizes)}")
+            shape = np.shape(value)
+            if shape != sizes[name]:
+                raise ValueError(f"run_args for {name}: shape {shape}, the build has {sizes[name]}")
+
+    # -- running ------------------------------------------------------------
+    def run(self, spikes, weights, biases=None) -> Recording:
+        """Simulate one minibatch.
+
+        ``spikes``: [T, B, n_in] 0/1 input; ``weights``: per layer (post, pre)
+        arrays (already masked); ``biases``: per layer arrays or None.
+        """
+        spikes, biases = self._check(spikes, weights, biases)
+        B = spikes.shape[1]
+        if B < self.batch_size:
+            pad = np.zeros((spikes.shape[0], self.batch_size - B, spikes.shape[2]), spikes.dtype)
+            spikes = np.concatenate([spikes, pad], axis=1)
+        if self.device == "runtime":
+            rec = self._run_runtime(spikes, weights, biases)
+        else:
+            rec = self._run_standalone(spikes, weights, biases)
+        if B < self.batch_size:
+            rec.u = [u[:, :B] for u in rec.u]
+            rec.s = [s[:, :B] for s in rec.s]
+        return rec
+
+    def _run_standalone(self, spikes, weights, biases):
+        import brian2 as b2
+
+        self._ensure_built()
+        objs = self._objects
+        t0 = time.perf_counter()
+        named = {"stim.values": pack_input(spikes)}
+        targets = {"stim.values": objs.stim}
+        for k, (S, G, w, b, layer) in enumerate(zip(objs.synapses, objs.groups, weights, biases, self.net.trained),
+                                                start=1):
+            named[f"syn{k}.w"] = np.ascontiguousarray(w, dtype=np.float64).ravel()
+            targets[f"syn{k}.w"] = S.w
+            if layer.bias:
+                named[f"layer{k}.b"] = np.asarray(b, dtype=np.float64)
+                targets[f"layer{k}.b"] = G.b
+        self.check_run_args(named)
+        run_args = {targets[name]: value for name, value in named.items()}
+        t1 = time.perf_counter()
+        try:
+            b2.device.run(directory=self.project_dir, results_directory=self._results, with_output=False,
+                          run_args=run_args)
+        finally:
+            static = os.path.join(self.project_dir, "static_arrays")
+            for fname in b2.device.run_args_arrays:
+                for f in (fname, fname + ".lock"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(static, f))
+        t2 = time.perf_counter()
+        rec = self._read(objs)
+        rec.timings = {"write_inputs": t1 - t0, "binary": t2 - t1, "read_results": time.perf_counter() - t2,
+                       "simulation": float(getattr(b2.device, "_last_run_time", float("nan")))}
+        return rec
+
+    def _run_runtime(self, spikes, weights, biases):
+        import brian2 as b2
+
+        t0 = time.perf_counter()
+        if _ACTIVE["key"] is not None:
+            b2.device.reinit()
+            _ACTIVE["key"] = None
+        b2.set_device("runtime")
+        b2.defaultclock.dt = self.net.dt
+        objs = build_objects(self.net, self.batch_size, stim_values=pack_input(spikes), weights=weights,
+                             biases=biases)
+        t1 = time.perf_counter()
+        objs.network.run(objs.duration)
+        t2 = time.perf_counter()
+        rec = self._read(objs)
+        rec.timings = {"write_inputs": t1 - t0, "binary": t2 - t1, "read_results": time.perf_counter() - t2}
+        return rec
+
+    def _read(self, objs) -> Recording:
+        T, B = self.net.steps, self.batch_size
+        us, ss = [], []
+        for sm, spm, m, unit, G in zip(objs.state_monitors, objs.spike_monitors, objs.membranes, objs.units,
+                                       objs.groups):
+            N = G.N
+            raw = np.asarray(sm.variables[m].get_value())  # (steps, N), SI
+            if raw.shape != (B * T, N):
+                raise RuntimeError(f"membrane recording of {G.name} has shape {raw.shape}, expected {(B * T, N)}")
+            u = raw.reshape(B, T, N).transpose(1, 0, 2)
+            if unit != 1.0:
+                u = u / unit
+            us.append(np.ascontiguousarray(u))
+            i = np.asarray(spm.variables["i"].get_value(), dtype=np.int64)
+            t = np.asarray(spm.variables["t"].get_value())
+            step = np.rint(t / float(self.net.dt)).astype(np.int64)
+            s = np.zeros((T, B, N), np.uint8)
+            s[step % T, step // T, i] = 1
+            ss.append(s)
+        return Recording(us, ss)
+
+    def delete_project(self):
+        """Remove this simulator's compiled project from the cache."""
+        if self.project_dir and os.path.isdir(self.project_dir):
+            shutil.rmtree(self.project_dir, ignore_errors=True)

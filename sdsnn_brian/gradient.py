@@ -1,0 +1,179 @@
+r"""Backpropagation through time for the layered network Brian2 simulates.
+
+The forward model
+-----------------
+Layers ``l = 1..L``; ``z^0_t = x_t`` are the input spikes, ``z^l_t = s^l_t``.  Per
+layer, sample and step ``t = 0..T-1`` (:class:`sdsnn_brian.neuron.Dynamics`)::
+
+    u_t = a p_{t-1} + c + W z^{l-1}_t + b          p_{-1} = u_init
+    s_t = H(u_t - theta)
+    p_t = u_t (1 - s_t) + v_reset s_t               (hard reset)
+    p_t = u_t - reset_amount s_t                    (subtraction)
+
+``W`` is ``[N_l, N_{l-1}]`` (post x pre).  There is no delay between layers: layer
+``l`` at step ``t`` sees the spikes of layer ``l-1`` at step ``t``.
+
+The backward pass
+-----------------
+``H'`` is replaced by a surrogate ``sg'(u - theta)`` (:mod:`sdsnn_brian.surrogate`).
+Write ``g_t = dL/du_t`` (total derivative, through everything later), ``e_t =
+dL/ds_t`` arriving from above (the loss for the output layer, ``g^{l+1}_t W^{l+1}``
+for a hidden layer) and ``d_t`` the loss's direct ``dL/du_t`` (output layer only).
+``u_t`` influences the loss through ``s_t`` and through ``p_t`` (hence
+``u_{t+1}``, with ``du_{t+1}/dp_t = a``)::
+
+    dp_t/du_t = (1 - s_t) + (v_reset - u_t) sg'_t      (hard)
+              = 1 - reset_amount sg'_t                 (subtraction)
+
+so, with ``g_T = 0``::
+
+    hard:     g_t = (e_t + a g_{t+1} (v_reset - u_t)) sg'_t + a g_{t+1} (1 - s_t) + d_t
+    subtract: g_t = (e_t - a g_{t+1} reset_amount) sg'_t + a g_{t+1} + d_t
+
+``detach_reset=True`` drops the path through the spike inside the reset (the
+``(v_reset - u_t) sg'_t`` and ``- reset_amount sg'_t`` terms), as when the spike is
+detached in the reset of an autograd implementation.
+
+Both are a linear recurrence ``g_t = A_t + K_t g_{t+1}`` with ``A_t = e_t sg'_t +
+d_t`` and ``K_t = dp_t/du_t * a``, whose coefficients are computed for all steps at
+once; the time loop is one elementwise multiply-add on ``[B, N]`` per step.  The
+parameter gradients and the propagation to the layer below are single matrix
+products over ``[T*B, N]``::
+
+    dW^l = sum_{t,b} g_t^T z^{l-1}_t = G^T Z        db^l = sum_{t,b} g_t
+    e^{l-1}_t = g^l_t W^l                    i.e.   E = G W
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .surrogate import Surrogate, get_surrogate
+
+__all__ = ["backward"]
+
+
+def _per_layer(dynamics, L):
+    if isinstance(dynamics, (list, tuple)):
+        if len(dynamics) != L:
+            raise ValueError(f"backward: {len(dynamics)} dynamics for {L} layers")
+        return list(dynamics)
+    return [dynamics] * L
+
+
+def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
+             grad_s_out, grad_u_out, surrogate, detach_reset: bool = False,
+             need_bias: bool = True, dtype=np.float64):
+    """Gradients of the loss with respect to every layer's weights and biases.
+
+    Parameters
+    ----------
+    dynamics : list of Dynamics (one per layer), or one Dynamics for all layers
+    x : array [T, B, N0]
+        Input spikes (0/1; bool, int or float).
+    u, s : lists of arrays [T, B, N_l]
+        Recorded membrane before the reset, and spikes (0/1), per layer.
+    weights : list of arrays [N_l, N_{l-1}]
+        Weight matrices (post x pre), per layer.
+    grad_s_out, grad_u_out : array [T, B, N_L] or None
+        ``dL/ds`` and direct ``dL/du`` of the output layer
+        (:class:`sdsnn_brian.losses.LossResult`'s ``grad_s`` / ``grad_u``).
+    surrogate : Surrogate, name or config dict
+    detach_reset : bool
+        Drop the gradient path through the spike in the reset.
+    need_bias : bool
+        Compute the bias gradients (else ``None`` in their place).
+    dtype : numpy float dtype
+        Precision of the computation and of the results (float64 by default;
+        inputs of any float type are converted).
+
+    Returns
+    -------
+    list of ``(dW_l, db_l)``, one per layer: ``dW_l`` of ``weights[l]``'s shape,
+    ``db_l`` of shape ``[N_l]`` (or ``None``).
+    """
+    sg = surrogate if isinstance(surrogate, Surrogate) else get_surrogate(surrogate)
+    dtype = np.dtype(dtype)
+    L = len(weights)
+    if L == 0:
+        raise ValueError("backward: no layers")
+    if len(u) != L or len(s) != L:
+        raise ValueError(f"backward: {L} weight matrices but {len(u)} membrane and {len(s)} spike recordings")
+    dyn = _per_layer(dynamics, L)
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"backward: input x must be [T, B, N0], got shape {x.shape}")
+    T, B, _ = x.shape
+
+    Ws = [np.asarray(W, dtype=dtype) for W in weights]
+    n_prev = x.shape[2]
+    for l, W in enumerate(Ws):
+        if W.ndim != 2 or W.shape[1] != n_prev:
+            raise ValueError(f"backward: layer {l} weights have shape {W.shape}, expected (N, {n_prev})")
+        shape = (T, B, W.shape[0])
+        if np.shape(u[l]) != shape or np.shape(s[l]) != shape:
+            raise ValueError(
+                f"backward: layer {l} recordings have shapes {np.shape(u[l])} (u) and {np.shape(s[l])} (s), "
+                f"expected {shape}"
+            )
+        n_prev = W.shape[0]
+    out_shape = (T, B, Ws[-1].shape[0])
+    for name, arr in (("grad_s_out", grad_s_out), ("grad_u_out", grad_u_out)):
+        if arr is not None and np.shape(arr) != out_shape:
+            raise ValueError(f"backward: {name} has shape {np.shape(arr)}, expected {out_shape}")
+
+    results = [None] * L
+    e = None if grad_s_out is None else np.asarray(grad_s_out, dtype=dtype)
+    for l in range(L - 1, -1, -1):
+        d = dyn[l]
+        N = Ws[l].shape[0]
+        ul = np.asarray(u[l], dtype=dtype)
+        sl = np.asarray(s[l], dtype=dtype)
+        sgd = sg.derivative(ul - dtype.type(d.theta)).astype(dtype, copy=False)
+        a = dtype.type(d.a)
+
+        # K_t = a * dp_t/du_t
+        if d.reset == "hard":
+            K = a * (1.0 - sl)
+            if not detach_reset:
+                K += a * (dtype.type(d.v_reset) - ul) * sgd
+        elif d.reset == "subtract":
+            if detach_reset:
+                K = None  # the constant a
+            else:
+                K = a * (1.0 - dtype.type(d.reset_amount) * sgd)
+        else:
+            raise ValueError(f"backward: layer {l} has unknown reset kind {d.reset!r}; use 'hard' or 'subtract'")
+        del ul, sl
+
+        # A_t = e_t sg'_t + d_t ; g accumulates in place
+        if e is not None:
+            g = e * sgd
+        else:
+            g = np.zeros((T, B, N), dtype=dtype)
+        del sgd
+        if l == L - 1 and grad_u_out is not None:
+            g += np.asarray(grad_u_out, dtype=dtype)
+
+        buf = np.empty((B, N), dtype=dtype)
+        if K is None:
+            for t in range(T - 2, -1, -1):
+                np.multiply(g[t + 1], a, out=buf)
+                g[t] += buf
+        else:
+            for t in range(T - 2, -1, -1):
+                np.multiply(K[t], g[t + 1], out=buf)
+                g[t] += buf
+        del K, buf
+
+        G = g.reshape(T * B, N)
+        z = x if l == 0 else s[l - 1]
+        Z = np.asarray(z, dtype=dtype).reshape(T * B, -1)
+        dW = G.T @ Z
+        db = G.sum(axis=0) if need_bias else None
+        results[l] = (dW, db)
+        if l > 0:
+            e = (G @ Ws[l]).reshape(T, B, Ws[l].shape[1])
+        del g, G, Z
+    return results

@@ -1,0 +1,405 @@
+"""The training loop: Brian2 forward, gradient from the recording, update, callbacks.
+
+>>> trainer = Trainer(net, device='cpp_standalone', surrogate='rectangular',
+...                   loss='rate_mse', optimizer=Adam(1e-3))
+>>> history = trainer.fit(train_set, epochs=10, batch_size=100,
+...                       validation=test_set, run_dir='runs/mnist_dense')
+
+One minibatch is one ``device.run``: the encoder turns images into spikes, the
+:class:`~sdsnn_brian.device.Simulator` runs them through the compiled network
+with the current (masked) weights, :func:`~sdsnn_brian.gradient.backward`
+computes BPTT from the recorded membrane and spikes, and the optimiser updates
+the weights in place.  Between minibatches (or epochs) the callbacks run:
+progress, metrics, checkpoints and the structural schedule.
+
+Randomness is derived from ``seed`` alone: the shuffle of epoch ``e`` uses
+``default_rng([seed, e])`` and the input encoding of batch ``k`` of epoch ``e``
+uses ``default_rng([seed, e, k])``, so a run resumed from a checkpoint at any
+batch boundary continues exactly as the uninterrupted run would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+
+from .device import Simulator
+from .encoding import get_encoder
+from .gradient import backward
+from .losses import get_loss
+from .optim import get_optimizer
+from .surrogate import get_surrogate
+
+__all__ = ["Trainer", "as_arrays"]
+
+
+def as_arrays(dataset, n_in=None, n_classes=None, what="dataset"):
+    """(images [N, n] float, labels [N] int) from a dataset object or a pair, validated."""
+    if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
+        x, y = dataset
+    elif hasattr(dataset, "images") and hasattr(dataset, "labels"):
+        x, y = dataset.images, dataset.labels
+    else:
+        raise TypeError(f"{what}: expected an (images, labels) pair or an object with .images and .labels")
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim > 2 and (n_in is None or x.ndim != 3 or x.shape[-1] != n_in):
+        x = x.reshape(len(x), -1)
+    if n_in is not None and x.shape[-1] != n_in:
+        raise ValueError(f"{what}: samples have {x.shape[-1]} values, the network's input has {n_in}")
+    if len(x) != len(y):
+        raise ValueError(f"{what}: {len(x)} samples but {len(y)} labels")
+    if len(x) == 0:
+        raise ValueError(f"{what} is empty")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{what}: labels must be integers, got dtype {y.dtype}")
+    if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
+        bad = y[(y < 0) | (y >= n_classes)][0]
+        raise ValueError(f"{what}: label {bad} is out of range for {n_classes} output neurons")
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        raise ValueError(f"{what}: the samples contain NaN or infinite values")
+    return x, y
+
+
+class Trainer:
+    """Trains a declared network on a Brian2 device with surrogate gradients.
+
+    Parameters
+    ----------
+    net : Network
+    device : str
+        ``'cpp_standalone'`` (default), ``'cuda_standalone'`` or ``'runtime'``.
+    surrogate : str, dict or Surrogate
+        ``'rectangular'``, ``'sigmoid'``, ``'fast_sigmoid'``, ``'arctan'``.
+    loss : str
+        ``'rate_mse'``, ``'ce_count'``, ``'ce_max_membrane'``.
+    optimizer : optimiser object or name
+        From :mod:`sdsnn_brian.optim` (``Adam(1e-3)`` by default).
+    lr_schedule : callable(optimizer) -> schedule, optional
+        E.g. ``lambda opt: StepLR(opt, 40, 0.1)``; stepped once per epoch.
+    detach_reset : bool
+        Drop the gradient path through the reset (SpikingJelly's ``detach_reset``).
+    seed : int
+        Seeds the initial weights, the shuffles and the input encoding.
+    structure : StructureSchedule, optional
+        Structural development (SD-SNN) applied every ``structure_every`` batches
+        (``None``: once per epoch) and at the end of the run's epochs.
+    gradient_mode : str
+        ``'reference'`` (weights train densely between structural steps, the mask
+        is applied at each step) or ``'strict'`` (removed synapses get no update).
+    callbacks : list
+        Objects with any of ``on_fit_start``, ``on_batch_end``, ``on_epoch_end``,
+        ``on_fit_end`` (see :mod:`sdsnn_brian.callbacks`).
+    """
+
+    def __init__(self, net, device="cpp_standalone", surrogate="rectangular", loss="rate_mse",
+                 optimizer=None, lr_schedule=None, detach_reset=False, seed=0, threads=0,
+                 structure=None, structure_every=None, gradient_mode="reference", callbacks=(),
+                 cache_dir=None, cuda_options=None):
+        from .optim import Adam
+
+        self.net = net
+        self.device = device
+        self.surrogate = get_surrogate(surrogate)
+        self.loss = get_loss(loss)
+        self.optimizer = Adam(1e-3) if optimizer is None else get_optimizer(optimizer)
+        self.lr_schedule = lr_schedule(self.optimizer) if callable(lr_schedule) else lr_schedule
+        self.detach_reset = bool(detach_reset)
+        if gradient_mode not in ("reference", "strict"):
+            raise ValueError(f"unknown gradient_mode {gradient_mode!r}; use 'reference' or 'strict'")
+        self.gradient_mode = gradient_mode
+        self.seed = int(seed)
+        self.threads = threads
+        self.cache_dir = cache_dir
+        self.cuda_options = cuda_options
+        self.encoder = get_encoder(net.input.encoding)
+        self.dynamics = net.dynamics()
+        self.structure = structure
+        self.structure_every = structure_every
+        self.callbacks = list(callbacks)
+        self.weights, self.biases = net.init_params(np.random.default_rng([self.seed, 2**31]))
+        self.masks = [np.ones_like(w) for w in self.weights]
+        self.grad_score = [np.zeros_like(w) for w in self.weights]
+        self.epoch = 0  # epochs completed
+        self.batch = 0  # batches completed within the current epoch
+        self.history = []
+        self.run_dir = None
+        self._sim = None
+        self._epoch_acc = None
+
+    # -- parameters ---------------------------------------------------------
+    @property
+    def params(self):
+        """Trained arrays in optimiser order (weights, then present biases)."""
+        return list(self.weights) + [b for b in self.biases if b is not None]
+
+    def effective_weights(self):
+        """Weights as the simulation sees them: removed synapses are zero."""
+        return [w * m for w, m in zip(self.weights, self.masks)]
+
+    def simulator(self, batch_size):
+        if self._sim is None or self._sim.batch_size != batch_size:
+            self._sim = Simulator(self.net, batch_size, self.device, threads=self.threads,
+                                  cache_dir=self.cache_dir, cuda_options=self.cuda_options)
+        return self._sim
+
+    # -- one minibatch --------------------------------------------------------
+    def encode(self, images, rng):
+        return self.encoder(images, self.net.steps, rng)
+
+    def training_weights(self):
+        """Weights the training forward pass uses.
+
+        ``'reference'`` mode: the raw weights (removed synapses were zeroed at the last
+        structural step and train densely until the next one, as in the published code);
+        ``'strict'``: the masked weights.
+        """
+        return list(self.weights) if self.gradient_mode == "reference" else self.effective_weights()
+
+    def forward(self, images, rng, batch_size=None, weights=None):
+        """Encode and simulate one minibatch; returns (input spikes, Recording).
+
+        ``weights`` defaults to the masked weights (what evaluation measures).
+        """
+        sim = self.simulator(batch_size or len(images))
+        x = self.encode(images, rng)
+        rec = sim.run(x, self.effective_weights() if weights is None else weights, self.biases)
+        return x, rec
+
+    def train_step(self, images, labels, rng, batch_size=None):
+        """Forward, loss, BPTT and update on one minibatch. Returns a dict of measurements."""
+        t0 = time.perf_counter()
+        weights = self.training_weights()
+        x, rec = self.forward(images, rng, batch_size, weights)
+        t1 = time.perf_counter()
+        res = self.loss(rec.u[-1], rec.s[-1], labels)
+        grads = backward(self.dynamics, x, rec.u, rec.s, weights, res.grad_s, res.grad_u,
+                         self.surrogate, detach_reset=self.detach_reset,
+                         need_bias=any(b is not None for b in self.biases))
+        dW = [g[0] for g in grads]
+        db = [g[1] for g, b in zip(grads, self.biases) if b is not None]
+        if self.gradient_mode == "strict":
+            for k, m in enumerate(self.masks):
+                self.grad_score[k] -= dW[k] * (1 - m)  # how much the loss wants each removed synapse up
+                dW[k] = dW[k] * m
+        for g in dW + db:
+            if not np.all(np.isfinite(g)):
+                raise FloatingPointError("the gradient contains NaN or infinite values; stopping before the update")
+        t2 = time.perf_counter()
+        self.optimizer.step(self.params, dW + db)
+        for k, w in enumerate(self.params):
+            if not np.all(np.isfinite(w)):
+                raise FloatingPointError(f"parameter {k} became NaN or infinite after the update")
+        t3 = time.perf_counter()
+        correct = int(np.sum(np.argmax(res.scores, axis=1) == labels))
+        return {"loss": res.value, "correct": correct, "n": len(labels), "t_forward": t1 - t0,
+                "t_backward": t2 - t1, "t_update": t3 - t2, **{f"t_{k}": v for k, v in rec.timings.items()}}
+
+    # -- evaluation -------------------------------------------------------------
+    def evaluate(self, dataset, batch_size=100, seed_offset=10**6):
+        """Loss, accuracy and synaptic operations per sample on ``dataset``.
+
+        The input encoding of batch ``k`` uses ``default_rng([seed, seed_offset, k])``:
+        the same spikes at every evaluation.
+        """
+        x_all, y_all = as_arrays(dataset, self.net.input.size, self.net.n_classes, "validation set")
+        total_loss = correct = 0.0
+        sops = 0.0
+        present = [m.sum(axis=0) for m in self.masks]  # fan-out of each presynaptic neuron
+        for k, start in enumerate(range(0, len(x_all), batch_size)):
+            xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
+            x, rec = self.forward(xb, np.random.default_rng([self.seed, seed_offset, k]), batch_size)
+            res = self.loss(rec.u[-1], rec.s[-1], yb)
+            total_loss += res.value * len(yb)
+            correct += np.sum(np.argmax(res.scores, axis=1) == yb)
+            pre = [x] + rec.s[:-1]
+            sops += sum(float(np.sum(p.sum(axis=(0, 1)) * f)) for p, f in zip(pre, present))
+        n = len(y_all)
+        return {"loss": total_loss / n, "accuracy": correct / n, "sops_per_sample": sops / n}
+
+    def predict(self, images, batch_size=100, seed_offset=10**6):
+        """Predicted classes (argmax of the loss's scores) with the evaluation encoding."""
+        images = np.asarray(images).reshape(len(images), -1)
+        out = []
+        for k, start in enumerate(range(0, len(images), batch_size)):
+            xb = images[start:start + batch_size]
+            _, rec = self.forward(xb, np.random.default_rng([self.seed, seed_offset, k]), batch_size)
+            res = self.loss(rec.u[-1], rec.s[-1], np.zeros(len(xb), dtype=np.int64))
+            out.append(np.argmax(res.scores, axis=1))
+        return np.concatenate(out)
+
+    # -- structure ----------------------------------------------------------------
+    def structure_step(self):
+        """One structural step (spines, regeneration, pruning) on the current parameters."""
+        if self.structure is None:
+            return None
+        score = self.grad_score if self.gradient_mode == "strict" else None
+        stats = self.structure.step(self.weights, self.masks, biases=self.biases, grad_score=score)
+        if self.gradient_mode == "strict":
+            for g, m in zip(self.grad_score, self.masks):
+                g *= 0
+        for w, m in zip(self.weights, self.masks):
+            w *= m
+        self._call("on_structure_step", stats)
+        return stats
+
+    # -- the loop ---------------------------------------------------------------------
+    def fit(self, train_set, epochs, batch_size=100, validation=None, run_dir=None, resume=False,
+            log_every=10):
+        """Train for ``epochs`` epochs (counted from the start of the run).
+
+        ``run_dir`` receives ``config.json``, ``metrics.jsonl``, checkpoints and
+        ``summary.json`` (through the default callbacks).  With ``resume=True`` the
+        newest valid checkpoint in ``run_dir`` is loaded first.
+        """
+        from . import callbacks as cb
+
+        x_all, y_all = as_arrays(train_set, self.net.input.size, self.net.n_classes, "training set")
+        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = int(batch_size)
+        self.n_train = len(y_all)
+        if run_dir is not None:
+            self.run_dir = run_dir
+            os.makedirs(run_dir, exist_ok=True)
+            if not os.access(run_dir, os.W_OK):
+                raise PermissionError(f"run directory {run_dir!r} is not writable")
+            if not any(isinstance(c, cb.RunDirectory) for c in self.callbacks):
+                self.callbacks.insert(0, cb.RunDirectory(run_dir))
+            if resume:
+                cb.restore_latest(self, run_dir)
+        if not any(isinstance(c, cb.ProgressLogger) for c in self.callbacks) and log_every:
+            self.callbacks.append(cb.ProgressLogger(every=log_every))
+        self.epochs = int(epochs)
+        self.validation = validation
+        self._call("on_fit_start")
+        n_batches = -(-len(y_all) // batch_size)
+        while self.epoch < epochs:
+            e = self.epoch
+            order = np.random.default_rng([self.seed, e]).permutation(len(y_all))
+            if self.batch == 0 or self._epoch_acc is None:
+                self._epoch_acc = {"loss": 0.0, "correct": 0, "n": 0, "times": {}, "t0": time.perf_counter()}
+            acc = self._epoch_acc
+            while self.batch < n_batches:
+                k = self.batch
+                idx = order[k * batch_size:(k + 1) * batch_size]
+                m = self.train_step(x_all[idx], y_all[idx], np.random.default_rng([self.seed, e, k]), batch_size)
+                acc["loss"] += m["loss"] * m["n"]
+                acc["correct"] += m["correct"]
+                acc["n"] += m["n"]
+                for key, v in m.items():
+                    if key.startswith("t_"):
+                        acc["times"][key] = acc["times"].get(key, 0.0) + v
+                self.batch += 1
+                if self.structure is not None and self.structure_every and self.batch % self.structure_every == 0:
+                    self.structure_step()
+                self._call("on_batch_end", k, n_batches, m)
+            seconds = time.perf_counter() - acc["t0"]
+            if self.structure is not None and not self.structure_every:
+                self.structure_step()
+            record = {"epoch": e + 1, "train_loss": acc["loss"] / acc["n"], "train_accuracy": acc["correct"] / acc["n"],
+                      "lr": float(self.optimizer.lr), "train_seconds": seconds,
+                      "train_samples_per_s": acc["n"] / seconds,
+                      "time_per_batch": {k[2:]: v / n_batches for k, v in acc["times"].items()}}
+            if self.lr_schedule is not None:
+                self.lr_schedule.step()
+            if validation is not None:
+                t0 = time.perf_counter()
+                ev = self.evaluate(validation, batch_size)
+                record.update({"val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
+                               "sops_per_sample": ev["sops_per_sample"], "val_seconds": time.perf_counter() - t0})
+            record.update(self.structure_summary())
+            self.epoch += 1
+            self.batch = 0
+            self._epoch_acc = None
+            self.history.append(record)
+            self._call("on_epoch_end", record)
+        self._call("on_fit_end")
+        return self.history
+
+    def structure_summary(self):
+        """Present-synapse fractions per layer (always reported, 1.0 for a dense run)."""
+        total = sum(m.size for m in self.masks)
+        return {"synapses_present": [float(m.mean()) for m in self.masks],
+                "compression": float(1 - sum(m.sum() for m in self.masks) / total)}
+
+    def config(self) -> dict:
+        """The resolved configuration (JSON-able), written into the run directory."""
+        cfg = {"network": self.net.describe(), "device": self.device, "surrogate": self.surrogate.config(),
+               "loss": self.loss.name, "optimizer": _describe(self.optimizer),
+               "lr_schedule": _describe(self.lr_schedule), "detach_reset": self.detach_reset,
+               "seed": self.seed, "threads": self.threads, "gradient_mode": self.gradient_mode,
+               "structure_every": self.structure_every,
+               "structure": _describe(self.structure)}
+        for key in ("epochs", "batch_size", "n_train"):
+            if hasattr(self, key):
+                cfg[key] = getattr(self, key)
+        return cfg
+
+    def _call(self, hook, *args):
+        for c in self.callbacks:
+            fn = getattr(c, hook, None)
+            if fn is not None:
+                fn(self, *args)
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self):
+        """Everything needed to continue exactly: arrays and a JSON-able meta dict."""
+        arrays = {}
+        for k, (w, m) in enumerate(zip(self.weights, self.masks)):
+            arrays[f"weight_{k}"] = w
+            arrays[f"mask_{k}"] = m
+            arrays[f"grad_score_{k}"] = self.grad_score[k]
+            if self.biases[k] is not None:
+                arrays[f"bias_{k}"] = self.biases[k]
+        for key, v in self.optimizer.state_dict().items():
+            arrays[f"optim/{key}"] = np.asarray(v)
+        if self.lr_schedule is not None:
+            for key, v in self.lr_schedule.state_dict().items():
+                arrays[f"sched/{key}"] = np.asarray(v)
+        if self.structure is not None:
+            for key, v in self.structure.state_dict().items():
+                arrays[f"structure/{key}"] = np.asarray(v)
+        acc = None
+        if self._epoch_acc is not None:
+            acc = {k: v for k, v in self._epoch_acc.items() if k != "t0"}
+        meta = {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "history": self.history,
+                "epoch_acc": acc, "structure_key": self.net.structure_key()}
+        return arrays, meta
+
+    def load_state_dict(self, arrays, meta):
+        if meta.get("structure_key") not in (None, self.net.structure_key()):
+            raise ValueError("the checkpoint belongs to a different network structure")
+        for k in range(len(self.weights)):
+            self.weights[k] = np.array(arrays[f"weight_{k}"], dtype=float)
+            self.masks[k] = np.array(arrays[f"mask_{k}"], dtype=float)
+            self.grad_score[k] = np.array(arrays.get(f"grad_score_{k}", np.zeros_like(self.weights[k])), dtype=float)
+            if self.biases[k] is not None:
+                self.biases[k] = np.array(arrays[f"bias_{k}"], dtype=float)
+        self.optimizer.load_state_dict(_prefixed(arrays, "optim/"))
+        if self.lr_schedule is not None:
+            self.lr_schedule.load_state_dict(_prefixed(arrays, "sched/"))
+        if self.structure is not None:
+            self.structure.load_state_dict(_prefixed(arrays, "structure/"))
+        self.epoch = int(meta["epoch"])
+        self.batch = int(meta["batch"])
+        self.history = list(meta.get("history", []))
+        acc = meta.get("epoch_acc")
+        self._epoch_acc = None if acc is None else {**acc, "t0": time.perf_counter()}
+
+
+def _describe(obj):
+    if obj is None:
+        return None
+    if hasattr(obj, "config"):
+        return obj.config()
+    return repr(obj)
+
+
+def _prefixed(arrays, prefix):
+    return {k[len(prefix):]: (v.item() if np.ndim(v) == 0 else v) for k, v in arrays.items() if k.startswith(prefix)}
