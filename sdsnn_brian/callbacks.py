@@ -8,7 +8,8 @@ Run directory layout (:class:`RunDirectory`)::
 
     config.json        the resolved configuration (network, device, loss, optimiser, data, seed)
     metrics.jsonl      one JSON object per epoch (losses, accuracies, timings, SOPs, structure)
-    structure.jsonl    one JSON object per structural step (when a schedule is used)
+    structure.jsonl    one JSON object per structural step and layer (when a schedule is used)
+    structure_events.npz  every synapse removal/restoration: layer, flat index, step, kind
     ckpt-EEEE-BBBBB.npz   checkpoints (epoch, batch), written atomically with a checksum
     summary.json       final figures and the protocol that produced them
 """
@@ -117,14 +118,20 @@ class RunDirectory:
         if self.checkpoint_every and tr.batch % self.checkpoint_every == 0 and tr.batch < n_batches:
             self.checkpoint(tr)
 
-    def on_structure_step(self, tr, stats):
-        if stats is None:
-            return
-        with open(os.path.join(self.path, "structure.jsonl"), "a") as fh:
-            fh.write(json.dumps(_jsonable({"epoch": tr.epoch, "batch": tr.batch, **stats})) + "\n")
+    def write_structure(self, tr):
+        """The schedule's per-step statistics and synapse event log, from its own state."""
+        log = tr.structure.log
+        tmp = os.path.join(self.path, f"structure.jsonl.tmp{os.getpid()}")
+        with open(tmp, "w") as fh:
+            fh.write(log.stats_jsonl())
+        os.replace(tmp, os.path.join(self.path, "structure.jsonl"))
+        save_checkpoint(os.path.join(self.path, "structure_events.npz"), log.to_dict(),
+                        {"layers": [spec.name for spec in tr.structure.layers], "steps": int(tr.structure.t)})
 
     def on_epoch_end(self, tr, record):
         write_json_atomic(os.path.join(self.path, "metrics.jsonl"), tr.history, lines=True)
+        if tr.structure is not None:
+            self.write_structure(tr)
         self.checkpoint(tr)
 
     def on_fit_end(self, tr):

@@ -8,8 +8,8 @@
     that minibatch's input.  The project lives in a cache directory keyed by the
     network's structure, the batch size, the device and the Brian2 version, so a
     second process finds it compiled (``make`` has nothing to do).  A lock file
-    serialises builds of the same project; every process reads results from its
-    own results directory.
+    serialises builds of the same project (exclusive) against runs of its binary
+    (shared); every process reads results from its own results directory.
 ``'cuda_standalone'``
     The same through brian2cuda (see :mod:`sdsnn_brian.cuda`); needs a GPU to run.
 ``'runtime'``
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .builder import build_objects, pack_input
+from .builder import build_objects, pack_input, present_synapses, synapse_order
 
 __all__ = ["Simulator", "Recording", "DEVICES", "cache_root"]
 
@@ -59,17 +59,26 @@ def cache_root() -> str:
     return root
 
 
+def _builder_version() -> str:
+    """A hash of the builder's source: a change in how objects are built means a new project."""
+    from . import builder
+
+    with open(builder.__file__, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:12]
+
+
 @contextlib.contextmanager
-def _file_lock(path):
+def _file_lock(path, shared=False):
+    """An flock on ``path``: exclusive for builds, shared for runs of the binary."""
     with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-_ACTIVE = {"key": None}  # the standalone project Brian2's global device currently holds
+_ACTIVE = {"key": None, "objects": None}  # the standalone project Brian2's global device holds
 
 
 class Simulator:
@@ -87,10 +96,15 @@ class Simulator:
         OpenMP threads for C++ standalone (0 = Brian2's default, no OpenMP).
     cache_dir : str, optional
         Directory for compiled projects (default :func:`cache_root`).
+    masks : list, optional
+        Compaction: per layer a (post, pre) 0/1 mask (or None for all-to-all).  The
+        build then holds only the present synapses, so the simulation does less
+        work; :meth:`run` still takes full weight matrices.  A different mask means
+        a different build (``make`` recompiles only what changed).
     """
 
     def __init__(self, net, batch_size: int, device: str = "cpp_standalone", *, threads: int = 0,
-                 cache_dir: str | None = None, cuda_options: dict | None = None):
+                 cache_dir: str | None = None, cuda_options: dict | None = None, masks=None):
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; known: {list(DEVICES)}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -102,6 +116,24 @@ class Simulator:
         self.cuda_options = dict(cuda_options or {})
         self.dynamics = net.dynamics()
         self.shapes = net.weight_shapes
+        self.connectivity = None
+        conn_key = "all-to-all"
+        if masks is not None:
+            if len(masks) != len(self.shapes):
+                raise ValueError(f"expected {len(self.shapes)} masks, got {len(masks)}")
+            self.connectivity = []
+            h = hashlib.sha256()
+            for k, (m, shape) in enumerate(zip(masks, self.shapes)):
+                if m is None:
+                    self.connectivity.append(None)
+                    h.update(b"all")
+                    continue
+                if np.shape(m) != shape:
+                    raise ValueError(f"mask of layer {k + 1} has shape {np.shape(m)}, the network needs {shape}")
+                conn = present_synapses(m)
+                self.connectivity.append(conn)
+                h.update(np.packbits(np.asarray(m) != 0).tobytes())
+            conn_key = h.hexdigest()
         self._objects = None
         self.project_dir = None
         self.build_seconds = None
@@ -109,7 +141,8 @@ class Simulator:
             import brian2
 
             key = "|".join([net.structure_key(), str(self.batch_size), device, str(self.threads),
-                            brian2.__version__, repr(sorted(self.cuda_options.items()))])
+                            brian2.__version__, _builder_version(), repr(sorted(self.cuda_options.items())),
+                            conn_key])
             digest = hashlib.sha256(key.encode()).hexdigest()[:16]
             self.key = digest
             root = cache_dir or cache_root()
@@ -119,7 +152,10 @@ class Simulator:
 
     # -- building -----------------------------------------------------------
     def _ensure_built(self):
-        if self.device == "runtime" or (_ACTIVE["key"] == self.key and self._objects is not None):
+        if self.device == "runtime":
+            return
+        if _ACTIVE["key"] == self.key and _ACTIVE["objects"] is not None:
+            self._objects = _ACTIVE["objects"]  # another simulator of the same structure built it
             return
         import brian2 as b2
 
@@ -135,12 +171,13 @@ class Simulator:
             else:
                 b2.prefs.devices.cpp_standalone.openmp_threads = self.threads
             b2.defaultclock.dt = self.net.dt
-            objs = build_objects(self.net, self.batch_size)
+            objs = build_objects(self.net, self.batch_size, connectivity=self.connectivity)
             objs.network.run(objs.duration)
             compile_ = self.cuda_options.get("compile", True) if self.device == "cuda_standalone" else True
             b2.device.build(directory=self.project_dir, compile=compile_, run=False, with_output=False)
         self._objects = objs
         _ACTIVE["key"] = self.key
+        _ACTIVE["objects"] = objs
         self.build_seconds = time.perf_counter() - t0
 
     def build(self):
@@ -175,7 +212,10 @@ class Simulator:
         blocks = -(-self.net.input.size // 32)
         sizes = {"stim.values": (B * T, blocks)}
         for k, ((n_post, n_pre), layer) in enumerate(zip(self.shapes, self.net.trained), start=1):
-            sizes[f"syn{k}.w"] = (n_post * n_pre,)
+            conn = self.connectivity[k - 1] if self.connectivity is not None else None
+            n_syn = n_post * n_pre if conn is None else len(conn[0])
+            if n_syn:
+                sizes[f"syn{k}.w"] = (n_syn,)
             if layer.bias:
                 sizes[f"layer{k}.b"] = (n_post,)
         return sizes
@@ -225,8 +265,10 @@ class Simulator:
         targets = {"stim.values": objs.stim}
         for k, (S, G, w, b, layer) in enumerate(zip(objs.synapses, objs.groups, weights, biases, self.net.trained),
                                                 start=1):
-            named[f"syn{k}.w"] = np.ascontiguousarray(w, dtype=np.float64).ravel()
-            targets[f"syn{k}.w"] = S.w
+            conn = self.connectivity[k - 1] if self.connectivity is not None else None
+            if conn is None or len(conn[0]):
+                named[f"syn{k}.w"] = synapse_order(w, conn)
+                targets[f"syn{k}.w"] = S.w
             if layer.bias:
                 named[f"layer{k}.b"] = np.asarray(b, dtype=np.float64)
                 targets[f"layer{k}.b"] = G.b
@@ -234,8 +276,9 @@ class Simulator:
         run_args = {targets[name]: value for name, value in named.items()}
         t1 = time.perf_counter()
         try:
-            b2.device.run(directory=self.project_dir, results_directory=self._results, with_output=False,
-                          run_args=run_args)
+            with _file_lock(self.project_dir + ".lock", shared=True):
+                b2.device.run(directory=self.project_dir, results_directory=self._results, with_output=False,
+                              run_args=run_args)
         finally:
             static = os.path.join(self.project_dir, "static_arrays")
             for fname in b2.device.run_args_arrays:
@@ -254,11 +297,11 @@ class Simulator:
         t0 = time.perf_counter()
         if _ACTIVE["key"] is not None:
             b2.device.reinit()
-            _ACTIVE["key"] = None
+            _ACTIVE.update(key=None, objects=None)
         b2.set_device("runtime")
         b2.defaultclock.dt = self.net.dt
         objs = build_objects(self.net, self.batch_size, stim_values=pack_input(spikes), weights=weights,
-                             biases=biases)
+                             biases=biases, connectivity=self.connectivity)
         t1 = time.perf_counter()
         objs.network.run(objs.duration)
         t2 = time.perf_counter()

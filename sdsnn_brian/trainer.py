@@ -183,7 +183,8 @@ class Trainer:
         db = [g[1] for g, b in zip(grads, self.biases) if b is not None]
         if self.gradient_mode == "strict":
             for k, m in enumerate(self.masks):
-                self.grad_score[k] -= dW[k] * (1 - m)  # how much the loss wants each removed synapse up
+                # virtual displacement of each removed synapse, -lr * sum dL/dw (weight units)
+                self.grad_score[k] -= self.optimizer.lr * dW[k] * (1 - m)
                 dW[k] = dW[k] * m
         for g in dW + db:
             if not np.all(np.isfinite(g)):
@@ -248,12 +249,13 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------
     def fit(self, train_set, epochs, batch_size=100, validation=None, run_dir=None, resume=False,
-            log_every=10):
+            log_every=10, eval_every=1):
         """Train for ``epochs`` epochs (counted from the start of the run).
 
         ``run_dir`` receives ``config.json``, ``metrics.jsonl``, checkpoints and
         ``summary.json`` (through the default callbacks).  With ``resume=True`` the
-        newest valid checkpoint in ``run_dir`` is loaded first.
+        newest valid checkpoint in ``run_dir`` is loaded first.  ``validation`` is
+        evaluated after every ``eval_every``-th epoch and after the last one.
         """
         from . import callbacks as cb
 
@@ -308,7 +310,7 @@ class Trainer:
                       "time_per_batch": {k[2:]: v / n_batches for k, v in acc["times"].items()}}
             if self.lr_schedule is not None:
                 self.lr_schedule.step()
-            if validation is not None:
+            if validation is not None and ((e + 1) % max(1, eval_every) == 0 or e + 1 == epochs):
                 t0 = time.perf_counter()
                 ev = self.evaluate(validation, batch_size)
                 record.update({"val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
@@ -323,10 +325,15 @@ class Trainer:
         return self.history
 
     def structure_summary(self):
-        """Present-synapse fractions per layer (always reported, 1.0 for a dense run)."""
+        """Present-synapse fractions per layer and neurons pruned (1.0 and 0 for a dense run)."""
         total = sum(m.size for m in self.masks)
-        return {"synapses_present": [float(m.mean()) for m in self.masks],
-                "compression": float(1 - sum(m.sum() for m in self.masks) / total)}
+        out = {"synapses_present": [float(m.mean()) for m in self.masks],
+               "compression": float(1 - sum(m.sum() for m in self.masks) / total)}
+        if self.structure is not None:
+            rep = self.structure.removed_fractions(self.masks)
+            out["compression_with_dead_sources"] = _jsonable_report(rep)
+            out["neurons_pruned"] = {k: int(v) for k, v in self.structure.neurons_pruned().items()}
+        return out
 
     def config(self) -> dict:
         """The resolved configuration (JSON-able), written into the run directory."""
@@ -393,11 +400,22 @@ class Trainer:
         self._epoch_acc = None if acc is None else {**acc, "t0": time.perf_counter()}
 
 
+def _jsonable_report(rep):
+    if isinstance(rep, dict):
+        return {str(k): _jsonable_report(v) for k, v in rep.items()}
+    if isinstance(rep, (np.generic,)):
+        return rep.item()
+    return rep
+
+
 def _describe(obj):
     if obj is None:
         return None
-    if hasattr(obj, "config"):
-        return obj.config()
+    cfg = getattr(obj, "config", None)
+    if callable(cfg):
+        return cfg()
+    if hasattr(cfg, "to_dict"):  # a structure schedule: its constants and layers
+        return {"config": cfg.to_dict(), "layers": [s.to_dict() for s in getattr(obj, "layers", [])]}
     return repr(obj)
 
 
