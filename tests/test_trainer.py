@@ -84,7 +84,7 @@ def test_resume_mid_epoch_equals_uninterrupted(data, cache_dir, tmp_path):
     (lambda x, y: (np.where(np.arange(x.shape[1]) == 5, np.nan, x), y), ValueError, "NaN"),
     (lambda x, y: (x, np.where(np.arange(len(y)) == 3, 12, y)), ValueError, "label 12 is out of range"),
     (lambda x, y: (x, y[:-1]), ValueError, "labels"),
-    (lambda x, y: (x * 3, y), ValueError, "outside"),
+    (lambda x, y: (x * 3, y), ValueError, r"must lie in \[0, 1\]"),
 ])
 def test_bad_training_data(data, cache_dir, mutate, exc, match):
     x, y = data[0]
@@ -111,3 +111,31 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "boxcar" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["--help"])
+
+
+def test_resume_with_structure_equals_uninterrupted(data, cache_dir, tmp_path):
+    """SD-SNN state (spines, masks, pruned units, rates, event log) survives a checkpoint exactly."""
+    from sdsnn_brian.structure import SDSNNConfig, StructureSchedule, fc_layer_specs
+
+    train, _ = data
+
+    def make(**kw):
+        net = mnist_fc(hidden=(32,), steps=8)
+        sched = StructureSchedule(fc_layer_specs(net.sizes), SDSNNConfig().compressed(6))
+        return Trainer(net, device="cpp_standalone", cache_dir=cache_dir, seed=3, optimizer=Adam(2e-3),
+                       structure=sched, structure_every=1, **kw)
+
+    full = make()
+    full.fit(train, epochs=3, batch_size=BATCH, log_every=0)
+    assert full.structure.neurons_pruned()["fc0"] > 0  # pruning happened within the run
+    part = make(callbacks=[RunDirectory(str(tmp_path), checkpoint_every=4, keep=100)])
+    part.fit(train, epochs=2, batch_size=BATCH, run_dir=str(tmp_path), log_every=0)
+    for f in tmp_path.glob("ckpt-*.npz"):
+        if f.name != "ckpt-0001-00004.npz":
+            f.unlink()
+    resumed = make()
+    resumed.fit(train, epochs=3, batch_size=BATCH, run_dir=str(tmp_path), resume=True, log_every=0)
+    for a, b in zip(resumed.weights + resumed.masks, full.weights + full.masks):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.structure.log.equals(full.structure.log)
+    assert (tmp_path / "structure.jsonl").exists() and (tmp_path / "structure_events.npz").exists()
