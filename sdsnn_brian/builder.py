@@ -145,7 +145,7 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
                 G.b = biases[k - 1]
         n_pre, n_post = prev.N, layer.size
         S = b2.Synapses(prev, G, "w : 1", on_pre=f"{m}_post += w * w_unit", namespace={"w_unit": unit},
-                        name=f"syn{k}")
+                        delay=0 * b2.second, name=f"syn{k}")  # one shared delay, not one per synapse
         conn = None if connectivity is None else connectivity[k - 1]
         if conn is None:
             q = np.arange(n_pre * n_post)

@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -76,6 +77,50 @@ def _file_lock(path, shared=False):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_WRITE_BLOCK = re.compile(
+    r"    ofstream outfile_(?P<name>_(?:dynamic_)?array_syn\d+_\w+);\n.*?"
+    r"Error writing output file for (?P=name)\.\" << endl;\n    }\n", re.S)
+
+
+def trim_written_arrays(project_dir) -> int:
+    """Stop the C++ binary from writing synapse arrays it does not need to (returns blocks removed).
+
+    At the end of every run Brian2's standalone ``main`` writes every array to the
+    results directory; for 784-400-10 that is about 10 MB of synaptic indices,
+    weights and delays per minibatch that nobody reads (weights come from Python).
+    This removes those blocks from the generated ``_write_arrays()``.  A project that
+    was already trimmed identically keeps its old modification time, so ``make``
+    does not recompile it.  A generated file that does not match the expected
+    pattern is left as it is.
+    """
+    path = os.path.join(project_dir, "objects.cpp")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as fh:
+        text = fh.read()
+    start = text.find("void _write_arrays()")
+    end = text.find("void _dealloc_arrays()", start)
+    if start < 0 or end < 0:
+        return 0
+    body, n = _WRITE_BLOCK.subn("", text[start:end])
+    if not n:
+        return 0
+    new = text[:start] + body + text[end:]
+    saved = path + ".trimmed"
+    same = os.path.exists(saved) and open(saved).read() == new
+    with open(path, "w") as fh:
+        fh.write(new)
+    if same:
+        st = os.stat(saved)
+        os.utime(path, (st.st_atime, st.st_mtime))
+    else:
+        with open(saved, "w") as fh:
+            fh.write(new)
+        st = os.stat(saved)
+        os.utime(path, (st.st_atime, st.st_mtime))
+    return n
 
 
 _ACTIVE = {"key": None, "objects": None}  # the standalone project Brian2's global device holds
@@ -163,18 +208,30 @@ class Simulator:
         with _file_lock(self.project_dir + ".lock"):
             if _ACTIVE["key"] is not None:
                 b2.device.reinit()
+            if self.device == "cuda_standalone":
+                import brian2cuda  # noqa: F401  (registers the cuda_standalone device)
             b2.set_device(self.device, build_on_run=False)
             if self.device == "cuda_standalone":
                 from .cuda import configure_cuda
 
                 configure_cuda(**self.cuda_options)
             else:
+                from .cuda import restore_cpp_prefs
+
+                restore_cpp_prefs()  # undo a CUDA build's host flags (C++17, no -march=native)
                 b2.prefs.devices.cpp_standalone.openmp_threads = self.threads
             b2.defaultclock.dt = self.net.dt
             objs = build_objects(self.net, self.batch_size, connectivity=self.connectivity)
             objs.network.run(objs.duration)
-            compile_ = self.cuda_options.get("compile", True) if self.device == "cuda_standalone" else True
-            b2.device.build(directory=self.project_dir, compile=compile_, run=False, with_output=False)
+            if self.device == "cuda_standalone":
+                compile_ = self.cuda_options.get("compile", True)
+                b2.device.build(directory=self.project_dir, compile=compile_, run=False, with_output=False)
+            else:
+                from brian2.codegen.cpp_prefs import get_compiler_and_args
+
+                b2.device.build(directory=self.project_dir, compile=False, run=False, with_output=False)
+                trim_written_arrays(self.project_dir)
+                b2.device.compile_source(self.project_dir, get_compiler_and_args()[0], debug=False, clean=False)
         self._objects = objs
         _ACTIVE["key"] = self.key
         _ACTIVE["objects"] = objs
