@@ -1,6 +1,8 @@
 """The ``sdsnn`` command line.
 
     sdsnn train [options]        train a network on MNIST (C++ standalone by default)
+    sdsnn report RUN_DIR         write RUN_DIR/report/index.md and index.html with every figure
+    sdsnn plot RUN_DIR --figure NAME [--out FILE]   draw one figure into a PNG
     sdsnn --help                 the commands; ``sdsnn COMMAND --help`` for each
 
 Errors in the arguments or the data end the command with a one-line message
@@ -56,6 +58,9 @@ def build_parser():
                                      "surrogate gradients, with SD-SNN structural development.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    _add_build_cuda(sub)
+    _add_report(sub)
+    _add_plot(sub)
     return parser
 
 
@@ -88,6 +93,111 @@ def cmd_train(args):
                                               protocol=protocol)])
     trainer.fit(train, epochs=args.epochs, batch_size=args.batch_size, validation=test, run_dir=args.run_dir,
                 resume=args.resume, log_every=args.log_every)
+    return 0
+
+
+def _add_build_cuda(sub):
+    p = sub.add_parser("build-cuda", help="export a trained network to a CUDA (or C++) standalone project",
+                       description="Export the newest checkpoint of RUN_DIR to a self-contained standalone project "
+                       "(removed synapses and silent neurons absent, weights and a deterministic test input baked "
+                       "in, README.md, run.sh, manifest.json). Code generation works anywhere; compiling a CUDA "
+                       "project needs nvcc and cuRAND (pip install nvidia-curand), running it needs a GPU.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (config.json and ckpt-*.npz)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (new, empty or a previous export)")
+    p.add_argument("--device", default="cuda_standalone", choices=["cuda_standalone", "cpp_standalone"])
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="run make after generating the code (default: --compile)")
+    p.add_argument("--compute-capability", type=float, default=9.0, help="CUDA target, e.g. 8.0, 9.0 (default 9.0)")
+    p.add_argument("--gpu-id", type=int, default=0, help="GPU the binary uses (default 0)")
+    p.add_argument("--samples", type=int, default=100, help="MNIST test images baked in (default 100)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size of the evaluation encoding "
+                   "(default: the run's)")
+    p.add_argument("--mnist-dir", default=None, help="directory of the MNIST idx files (default: shared data)")
+    p.add_argument("--curand-dir", default=None, help="directory with include/curand.h and lib/libcurand.so*")
+    p.add_argument("--jobs", type=int, default=None, help="parallel make jobs (default: CPU count)")
+    p.add_argument("--run", action="store_true", help="run the binary after building and print the accuracy")
+    p.set_defaults(func=cmd_build_cuda)
+
+
+def cmd_build_cuda(args):
+    from .cuda import ToolchainError
+    from .export import export_network, load_export_results, run_export
+
+    opts = {"curand_dir": args.curand_dir} if args.curand_dir else {}
+    if args.run and not args.compile:
+        raise ValueError("--run needs --compile")
+    try:
+        m = export_network(args.run_dir, args.out, device=args.device, samples=args.samples,
+                           batch_size=args.batch_size, mnist_dir=args.mnist_dir, compile=args.compile,
+                           compute_capability=args.compute_capability, gpu_id=args.gpu_id, cuda_options=opts,
+                           jobs=args.jobs)
+        t = m["timings"]
+        sizes = " -> ".join(str(l["kept"]) for l in m["layers"])
+        syn = ", ".join(f"{s['name']} {s['count']}" for s in m["synapses"])
+        print(f"exported {m['source']['checkpoint']} to {args.out} ({m['device']}): neurons {sizes}; "
+              f"synapses {syn}; generated in {t['generate_seconds']:.1f} s"
+              + (f", compiled in {t['compile_seconds']:.1f} s" if "compile_seconds" in t else " (not compiled)"),
+              flush=True)
+        if args.run:
+            seconds = run_export(args.out)
+            res = load_export_results(args.out)
+            acc = "" if res["accuracy"] is None else f", accuracy {res['accuracy']:.4f}"
+            print(f"ran in {seconds:.2f} s: {m['samples']} samples{acc}")
+    except (ToolchainError, RuntimeError) as exc:
+        raise ValueError(str(exc)) from None
+    return 0
+
+
+def _add_report(sub):
+    p = sub.add_parser("report", help="write a run's report (figures, configuration, metrics)",
+                       description="Write a static report (index.md and index.html with every figure as a PNG, the "
+                       "configuration and the metrics) of a run directory, or of a comparison directory written by "
+                       "protocols/sdsnn_mnist.py (dense/, sdsnn-reference/, sdsnn-strict/, comparison.md).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory or comparison directory")
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default: RUN_DIR/report)")
+    _add_figure_options(p)
+    p.add_argument("--no-simulate", action="store_true", help="skip the figures that simulate the final network "
+                   "(spike rasters, membrane traces)")
+    p.set_defaults(func=cmd_report)
+
+
+def _add_figure_options(p):
+    p.add_argument("--cache-dir", default=None, help="compiled-project cache (default: $SDSNN_CACHE_DIR or "
+                   "~/.cache/sdsnn_brian)")
+    p.add_argument("--samples", type=int, nargs="+", default=[0, 1, 2], help="test samples shown in rasters "
+                   "(the first one in membrane traces; default: 0 1 2)")
+
+
+def _add_plot(sub):
+    from .runreport import FIGURE_NAMES
+
+    p = sub.add_parser("plot", help="draw one figure of a run into a PNG",
+                       description="Draw one figure of a run directory (or 'comparison' of a comparison directory) "
+                       f"into a PNG. Figures: {', '.join(FIGURE_NAMES)}.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or comparison directory for 'comparison')")
+    p.add_argument("--figure", required=True, metavar="NAME", help=f"one of: {', '.join(FIGURE_NAMES)}")
+    p.add_argument("--out", default=None, metavar="FILE", help="PNG file (default: RUN_DIR/report/NAME.png)")
+    _add_figure_options(p)
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_report(args):
+    from .runreport import write_report
+
+    rep = write_report(args.run_dir, args.out, simulate=not args.no_simulate, cache_dir=args.cache_dir,
+                       samples=args.samples)
+    print(f"report: {rep.markdown} and {rep.html} ({len(rep.figures)} figures)")
+    for name, why in rep.skipped.items():
+        print(f"  not drawn: {name} ({why})")
+    return 0
+
+
+def cmd_plot(args):
+    from .runreport import FIGURE_NAMES, render_figure
+
+    if args.figure not in FIGURE_NAMES:
+        raise ValueError(f"unknown figure {args.figure!r}; known figures: {', '.join(FIGURE_NAMES)}")
+    print(render_figure(args.run_dir, args.figure, args.out, cache_dir=args.cache_dir, samples=args.samples))
     return 0
 
 

@@ -21,6 +21,7 @@ has the wrong length.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -194,6 +195,8 @@ class Simulator:
             os.makedirs(root, exist_ok=True)
             self.project_dir = os.path.join(root, f"{device}-{digest}")
             self._results = f"results_{os.getpid()}_{id(self):x}"
+            self._inputs = os.path.join(self.project_dir, f"inputs_{os.getpid()}_{id(self):x}")
+            atexit.register(self._cleanup)
 
     # -- building -----------------------------------------------------------
     def _ensure_built(self):
@@ -319,29 +322,26 @@ class Simulator:
         objs = self._objects
         t0 = time.perf_counter()
         named = {"stim.values": pack_input(spikes)}
-        targets = {"stim.values": objs.stim}
-        for k, (S, G, w, b, layer) in enumerate(zip(objs.synapses, objs.groups, weights, biases, self.net.trained),
-                                                start=1):
+        for k, (w, b, layer) in enumerate(zip(weights, biases, self.net.trained), start=1):
             conn = self.connectivity[k - 1] if self.connectivity is not None else None
             if conn is None or len(conn[0]):
                 named[f"syn{k}.w"] = synapse_order(w, conn)
-                targets[f"syn{k}.w"] = S.w
             if layer.bias:
                 named[f"layer{k}.b"] = np.asarray(b, dtype=np.float64)
-                targets[f"layer{k}.b"] = G.b
         self.check_run_args(named)
-        run_args = {targets[name]: value for name, value in named.items()}
+        # Each simulator writes its inputs to files of its own (Brian2's run_args would put them
+        # under a content hash in the shared static_arrays/ folder, where two processes with the
+        # same weights would share -- and delete -- the same file).
+        os.makedirs(self._inputs, exist_ok=True)
+        args = []
+        for name, value in named.items():
+            path = os.path.join(self._inputs, name)
+            np.ascontiguousarray(value, dtype=np.float64).tofile(path)
+            args.append(f"{name}={path}")
         t1 = time.perf_counter()
-        try:
-            with _file_lock(self.project_dir + ".lock", shared=True):
-                b2.device.run(directory=self.project_dir, results_directory=self._results, with_output=False,
-                              run_args=run_args)
-        finally:
-            static = os.path.join(self.project_dir, "static_arrays")
-            for fname in b2.device.run_args_arrays:
-                for f in (fname, fname + ".lock"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(os.path.join(static, f))
+        with _file_lock(self.project_dir + ".lock", shared=True):
+            b2.device.run(directory=self.project_dir, results_directory=self._results, with_output=False,
+                          run_args=args)
         t2 = time.perf_counter()
         rec = self._read(objs)
         rec.timings = {"write_inputs": t1 - t0, "binary": t2 - t1, "read_results": time.perf_counter() - t2,
@@ -386,6 +386,12 @@ class Simulator:
             s[step % T, step // T, i] = 1
             ss.append(s)
         return Recording(us, ss)
+
+    def _cleanup(self):
+        """Remove this simulator's own input and results folders (at exit)."""
+        if self.project_dir:
+            for d in (self._inputs, os.path.join(self.project_dir, self._results)):
+                shutil.rmtree(d, ignore_errors=True)
 
     def delete_project(self):
         """Remove this simulator's compiled project from the cache."""
