@@ -13,7 +13,12 @@ The public API::
     history = trainer.fit(MNIST(train=True), epochs=10, batch_size=100,
                           validation=MNIST(train=False), run_dir='runs/mnist_dense')
 """
-from . import models
+import warnings as _warnings
+
+# brian2 2.8 imports a private setuptools helper that warns on every start; it says nothing to our users
+_warnings.filterwarnings("ignore", message="_get_vc_env is private")
+
+from . import models  # noqa: E402
 from .data import MNIST, load_mnist
 from .encoding import Direct, Latency, Rate
 from .network import Dense, Input, Network

@@ -93,17 +93,19 @@ class RunDirectory:
     ``keep``: checkpoints kept (the newest ones).
     """
 
-    def __init__(self, path, checkpoint_every=0, keep=3, protocol=None):
+    def __init__(self, path, checkpoint_every=0, keep=3, protocol=None, extra=None):
         self.path = path
         self.checkpoint_every = checkpoint_every
         self.keep = keep
         self.protocol = protocol
+        self.extra = dict(extra or {})
 
     def on_fit_start(self, tr):
         os.makedirs(self.path, exist_ok=True)
         self._t0 = time.perf_counter()
         cfg = tr.config()
         cfg["protocol"] = self.protocol or " ".join(sys.argv)
+        cfg.update(self.extra)
         write_json_atomic(os.path.join(self.path, "config.json"), cfg)
         # a resumed run rewrites the metrics it has restored, dropping anything written after
         write_json_atomic(os.path.join(self.path, "metrics.jsonl"), tr.history, lines=True)

@@ -26,7 +26,7 @@ def _add_train(sub):
     g.add_argument("--steps", type=int, default=20, help="time steps per sample, T (default: 20)")
     g.add_argument("--bias", action="store_true", help="train a bias per neuron")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=25)
+    g.add_argument("--epochs", type=int, default=None, help="epochs (default: 25)")
     g.add_argument("--batch-size", type=int, default=100)
     g.add_argument("--loss", default="rate_mse", help="rate_mse | ce_count | ce_max_membrane")
     g.add_argument("--surrogate", default="rectangular", help="rectangular | sigmoid | fast_sigmoid | arctan")
@@ -39,6 +39,12 @@ def _add_train(sub):
     g.add_argument("--lr-gamma", type=float, default=0.1)
     g.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule over the epochs")
     g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("structural development (SD-SNN)")
+    g.add_argument("--sdsnn", action="store_true", help="spine constraint, neuronal pruning and regeneration")
+    g.add_argument("--gradient-mode", default="reference", choices=["reference", "strict"],
+                   help="reference: dense training between structural steps; strict: removed synapses frozen")
+    g.add_argument("--structure-every", type=int, default=8, help="minibatches between structural steps")
+    g.add_argument("--compress", type=float, default=1.0, help="shrink the structural timeline by this factor")
     g = p.add_argument_group("data and device")
     g.add_argument("--mnist-dir", default=None, help="directory of the MNIST idx files (default: shared data)")
     g.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
@@ -47,7 +53,8 @@ def _add_train(sub):
     g.add_argument("--threads", type=int, default=0, help="OpenMP threads for C++ standalone")
     g = p.add_argument_group("run directory")
     g.add_argument("--run-dir", default="runs/mnist_dense")
-    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --run-dir")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest valid "
+                   "checkpoint, with the options it was started with (--epochs may extend it)")
     g.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N batches")
     g.add_argument("--log-every", type=int, default=10, help="progress line every N batches")
     p.set_defaults(func=cmd_train)
@@ -64,13 +71,58 @@ def build_parser():
     return parser
 
 
+_POSITIVE = ("batch_size", "steps", "structure_every")
+_NON_NEGATIVE = ("epochs", "checkpoint_every", "log_every", "threads", "lr_step")
+
+
+def _resolve_train_args(args):
+    """Validate the options; with ``--resume RUN_DIR`` take the run's own options."""
+    import json
+    import math
+    import os
+
+    if args.resume:
+        cfg_path = os.path.join(args.resume, "config.json")
+        if not os.path.exists(cfg_path):
+            raise FileNotFoundError(f"cannot resume: {cfg_path} does not exist (is {args.resume!r} a run directory?)")
+        with open(cfg_path) as fh:
+            saved = json.load(fh).get("cli_args")
+        if not saved:
+            raise ValueError(f"cannot resume: {cfg_path} was not written by 'sdsnn train' (no cli_args)")
+        epochs = args.epochs
+        for key, value in saved.items():
+            setattr(args, key, value)
+        args.run_dir = args.resume
+        if epochs is not None:
+            args.epochs = epochs
+    if args.epochs is None:
+        args.epochs = 25
+    for key in _POSITIVE:
+        if getattr(args, key) <= 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
+    for key in _NON_NEGATIVE:
+        if getattr(args, key) < 0:
+            raise ValueError(f"--{key.replace('_', '-')} must not be negative, got {getattr(args, key)}")
+    for key in ("lr", "momentum", "lr_gamma", "compress"):
+        v = getattr(args, key)
+        if not math.isfinite(v) or v < 0 or (key in ("lr", "compress") and v == 0):
+            raise ValueError(f"--{key.replace('_', '-')} must be a finite {'positive' if key in ('lr', 'compress') else 'non-negative'} number, got {v}")
+    if any(h <= 0 for h in args.hidden):
+        raise ValueError(f"--hidden sizes must be positive, got {args.hidden}")
+    return args
+
+
 def cmd_train(args):
     from . import SGD, Adam, CosineLR, StepLR, Trainer
     from .callbacks import RunDirectory
     from .data import MNIST
     from .models import mnist_fc
+    from .structure import SDSNNConfig, StructureSchedule, fc_layer_specs
     from .surrogate import SURROGATES
 
+    resume = bool(args.resume)
+    args = _resolve_train_args(args)
+    cli_args = {k: v for k, v in vars(args).items() if k not in ("func", "command", "resume")}
     net = mnist_fc(hidden=args.hidden, neuron=args.neuron, encoding=args.encoding, steps=args.steps, bias=args.bias)
     if args.surrogate not in SURROGATES:
         raise ValueError(f"unknown surrogate {args.surrogate!r}; known: {sorted(SURROGATES)}")
@@ -86,13 +138,20 @@ def cmd_train(args):
     train = MNIST(args.mnist_dir, train=True, limit=args.train_limit)
     test = MNIST(args.mnist_dir, train=False, limit=args.test_limit)
     print(f"data: {len(train)} training images ({train.source}), {len(test)} test images", flush=True)
-    protocol = "sdsnn " + " ".join(sys.argv[1:])
+    protocol = "sdsnn train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(cli_args.items()))
+    structure = None
+    if args.sdsnn:
+        config = SDSNNConfig(mode=args.gradient_mode, n_out=net.n_classes)
+        structure = StructureSchedule(fc_layer_specs(net.sizes),
+                                      config.compressed(args.compress) if args.compress != 1.0 else config)
     trainer = Trainer(net, device=args.device, surrogate=surrogate, loss=args.loss, optimizer=opt,
                       lr_schedule=schedule, detach_reset=args.detach_reset, seed=args.seed, threads=args.threads,
+                      structure=structure, structure_every=args.structure_every if args.sdsnn else None,
+                      gradient_mode=args.gradient_mode,
                       callbacks=[RunDirectory(args.run_dir, checkpoint_every=args.checkpoint_every,
-                                              protocol=protocol)])
+                                              protocol=protocol, extra={"cli_args": cli_args})])
     trainer.fit(train, epochs=args.epochs, batch_size=args.batch_size, validation=test, run_dir=args.run_dir,
-                resume=args.resume, log_every=args.log_every)
+                resume=resume, log_every=args.log_every)
     return 0
 
 
@@ -209,7 +268,7 @@ def main(argv=None):
         return 0
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, PermissionError, TypeError) as exc:
+    except (ValueError, OSError, TypeError, ArithmeticError) as exc:
         print(f"sdsnn: error: {exc}", file=sys.stderr)
         return 2
 

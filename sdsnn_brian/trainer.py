@@ -268,9 +268,7 @@ class Trainer:
         self.n_train = len(y_all)
         if run_dir is not None:
             self.run_dir = run_dir
-            os.makedirs(run_dir, exist_ok=True)
-            if not os.access(run_dir, os.W_OK):
-                raise PermissionError(f"run directory {run_dir!r} is not writable")
+            _check_writable(run_dir)
             if not any(isinstance(c, cb.RunDirectory) for c in self.callbacks):
                 self.callbacks.insert(0, cb.RunDirectory(run_dir))
             if resume:
@@ -290,7 +288,10 @@ class Trainer:
             while self.batch < n_batches:
                 k = self.batch
                 idx = order[k * batch_size:(k + 1) * batch_size]
-                m = self.train_step(x_all[idx], y_all[idx], np.random.default_rng([self.seed, e, k]), batch_size)
+                try:
+                    m = self.train_step(x_all[idx], y_all[idx], np.random.default_rng([self.seed, e, k]), batch_size)
+                except FloatingPointError as exc:
+                    raise FloatingPointError(_nan_message(exc, e, k, self.run_dir)) from None
                 acc["loss"] += m["loss"] * m["n"]
                 acc["correct"] += m["correct"]
                 acc["n"] += m["n"]
@@ -398,6 +399,26 @@ class Trainer:
         self.history = list(meta.get("history", []))
         acc = meta.get("epoch_acc")
         self._epoch_acc = None if acc is None else {**acc, "t0": time.perf_counter()}
+
+
+def _check_writable(run_dir):
+    """Create ``run_dir`` and prove it takes a file, or raise an OSError naming it."""
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, f".write_test_{os.getpid()}")
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"run directory {run_dir!r} is not writable ({exc.strerror})") from None
+
+
+def _nan_message(exc, epoch, batch, run_dir):
+    from .checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(run_dir) if run_dir else None
+    where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+    return f"stopped at epoch {epoch + 1}, batch {batch + 1}: {exc}; {where} (resume from it with a smaller learning rate)"
 
 
 def _jsonable_report(rep):
