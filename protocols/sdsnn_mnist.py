@@ -10,7 +10,8 @@ whose weight keeps rising above a climbing percentile grow back.  As the
 percentile reaches 99 the structure stops changing.
 
 This protocol trains the same 784-400-10 network of SD-SNN neurons (T = 20,
-rate-coded input, rectangular surrogate, rate MSE, Adam 1e-3, batch 100) three
+rate-coded input, rectangular surrogate, rate MSE, Adam 1e-3 with a cosine decay over
+the run, batch 100) three
 times with the same seed and budget: dense, SD-SNN in the reference gradient
 mode (weights train densely between structural steps, the mask is applied at
 each step: the published code) and SD-SNN in strict mode (removed synapses
@@ -28,7 +29,7 @@ import argparse
 import sys
 import time
 
-from sdsnn_brian import MNIST, Adam, Trainer
+from sdsnn_brian import MNIST, Adam, CosineLR, Trainer
 from sdsnn_brian.callbacks import RunDirectory
 from sdsnn_brian.models import mnist_fc
 from sdsnn_brian.report import summarize, write_comparison
@@ -67,7 +68,8 @@ for variant in ["dense"] + [f"sdsnn-{mode}" for mode in args.modes]:
         schedule = StructureSchedule(fc_layer_specs(net.sizes), config)
     run_dir = f"{args.run_dir}/{variant}"
     trainer = Trainer(net, device="cpp_standalone", surrogate="rectangular", loss="rate_mse",
-                      optimizer=Adam(1e-3), seed=args.seed, structure=schedule,
+                      optimizer=Adam(1e-3), lr_schedule=lambda opt: CosineLR(opt, T_max=args.epochs),
+                  seed=args.seed, structure=schedule,
                       structure_every=args.structure_every, gradient_mode=mode,
                       callbacks=[RunDirectory(run_dir, protocol=protocol)])
     print(f"--- {variant} ---")
