@@ -221,10 +221,10 @@ def _add_report(sub):
 
 
 def _add_figure_options(p):
-    p.add_argument("--cache-dir", default=None, help="compiled-project cache (default: $SDSNN_CACHE_DIR or "
-                   "~/.cache/sdsnn_brian)")
-    p.add_argument("--samples", type=int, nargs="+", default=[0, 1, 2], help="test samples shown in rasters "
-                   "(the first one in membrane traces; default: 0 1 2)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR", help="compiled-project cache (default: "
+                   "$SDSNN_CACHE_DIR or ~/.cache/sdsnn_brian)")
+    p.add_argument("--samples", type=int, nargs="+", default=[0, 1, 2], metavar="K",
+                   help="test samples shown in rasters (the first one in membrane traces; default: 0 1 2)")
 
 
 def _add_plot(sub):

@@ -1,0 +1,15 @@
+"""Spike rasters (input to output, aligned in time) and membrane traces of a run's final network.
+
+    python analysis/rasters.py RUN_DIR [--out DIR] [--cache-dir DIR] [--samples 0 1 2]
+
+Writes raster.png, membrane.png into DIR (default RUN_DIR/report); thin wrapper over
+:mod:`sdsnn_brian.runreport` (the same figures as ``sdsnn plot RUN_DIR --figure NAME``).
+"""
+import sys
+
+from _common import run_family
+
+FIGURES = ["raster", "membrane"]
+
+if __name__ == "__main__":
+    sys.exit(run_family(FIGURES, __doc__.splitlines()[0]))
