@@ -21,7 +21,8 @@ pruning and regeneration from step 37), so a 64-minibatch epoch holds 8 steps.
 
 Data: 6,309 shared training images, all 10,000 test images.  The table lands
 in ``RUN_DIR/comparison.md`` with the exact protocol under it; each run has its
-own directory (metrics, checkpoints, structure log, synapse events).
+own directory (metrics, checkpoints, structure log, synapse events); the report
+with all figures is ``RUN_DIR/report/index.html``.
 
     python protocols/sdsnn_mnist.py [--epochs 25] [--run-dir runs/sdsnn_mnist]
 """
@@ -33,6 +34,7 @@ from sdsnn_brian import MNIST, Adam, CosineLR, Trainer
 from sdsnn_brian.callbacks import RunDirectory
 from sdsnn_brian.models import mnist_fc
 from sdsnn_brian.report import summarize, write_comparison
+from sdsnn_brian.runreport import write_report
 from sdsnn_brian.structure import SDSNNConfig, StructureSchedule, fc_layer_specs
 
 parser = argparse.ArgumentParser(description="SD-SNN against a dense baseline on MNIST")
@@ -78,5 +80,8 @@ for variant in ["dense"] + [f"sdsnn-{mode}" for mode in args.modes]:
                 resume=args.resume, eval_every=args.eval_every)
     results[variant] = summarize(trainer, wall_seconds=time.perf_counter() - t0, label=variant)
 
-# One table, written next to the runs with the protocol that produced it.
+# One table, written next to the runs with the protocol that produced it, then the report:
+# every figure (rasters, structure over time, spine ranges, synapse lifetimes, connectivity,
+# synaptic operations and energy) on one page, RUN_DIR/report/index.html.
 print(write_comparison(args.run_dir, results, protocol))
+print("report:", write_report(args.run_dir))
