@@ -28,7 +28,6 @@ with all figures is ``RUN_DIR/report/index.html``.
 """
 import argparse
 import sys
-import time
 
 from sdsnn_brian import MNIST, Adam, CosineLR, Trainer
 from sdsnn_brian.callbacks import RunDirectory
@@ -75,10 +74,9 @@ for variant in ["dense"] + [f"sdsnn-{mode}" for mode in args.modes]:
                       structure_every=args.structure_every, gradient_mode=mode,
                       callbacks=[RunDirectory(run_dir, protocol=protocol)])
     print(f"--- {variant} ---")
-    t0 = time.perf_counter()
     trainer.fit(train, epochs=args.epochs, batch_size=100, validation=test, run_dir=run_dir,
                 resume=args.resume, eval_every=args.eval_every)
-    results[variant] = summarize(trainer, wall_seconds=time.perf_counter() - t0, label=variant)
+    results[variant] = summarize(trainer, label=variant)
 
 # One table, written next to the runs with the protocol that produced it, then the report:
 # every figure (rasters, structure over time, spine ranges, synapse lifetimes, connectivity,

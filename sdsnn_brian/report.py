@@ -34,8 +34,14 @@ def structure_stable_since(trainer):
 
 
 def summarize(trainer, wall_seconds=None, label=None) -> dict:
-    """Figures of a finished run: accuracy, compression, pruning, regeneration, SOPs, time."""
+    """Figures of a finished run: accuracy, compression, pruning, regeneration, SOPs, time.
+
+    ``wall_seconds`` defaults to the training and evaluation time summed over the
+    run's epochs (correct also for a run resumed from a checkpoint).
+    """
     last = trainer.history[-1] if trainer.history else {}
+    if wall_seconds is None:
+        wall_seconds = float(sum(r.get("train_seconds", 0) + r.get("val_seconds", 0) for r in trainer.history))
     out = {"label": label, "epochs": trainer.epoch, "test_accuracy": last.get("val_accuracy"),
            "train_accuracy": last.get("train_accuracy"), "sops_per_sample": last.get("sops_per_sample"),
            "train_samples_per_s": float(np.mean([r["train_samples_per_s"] for r in trainer.history]))
