@@ -25,7 +25,16 @@ import numpy as np
 
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 
-__all__ = ["ProgressLogger", "RunDirectory", "restore_latest", "write_json_atomic"]
+__all__ = ["ProgressLogger", "RunDirectory", "restore_latest", "write_json_atomic", "is_writer"]
+
+
+def is_writer(tr) -> bool:
+    """Whether trainer ``tr``'s process writes files and prints: rank 0 (always, in one process).
+
+    In data-parallel training (:mod:`sdsnn_brian.distributed`) every rank holds the
+    same global state, so rank 0 alone writes the run directory and the progress.
+    """
+    return getattr(tr, "rank", 0) == 0
 
 
 def _jsonable(obj):
@@ -55,7 +64,7 @@ def write_json_atomic(path, obj, lines=False):
 
 
 class ProgressLogger:
-    """One line every ``every`` batches and one per epoch, on ``stream`` (stdout)."""
+    """One line every ``every`` batches and one per epoch, on ``stream`` (stdout); rank 0 only."""
 
     def __init__(self, every=10, stream=None):
         self.every = every
@@ -65,10 +74,14 @@ class ProgressLogger:
         print(text, file=self.stream or sys.stdout, flush=True)
 
     def on_fit_start(self, tr):
+        if not is_writer(tr):
+            return
         self._t = time.perf_counter()
         self._n = 0
 
     def on_batch_end(self, tr, k, n_batches, m):
+        if not is_writer(tr):
+            return
         self._n += m["n"]
         if self.every and ((k + 1) % self.every == 0 or k + 1 == n_batches):
             rate = self._n / max(time.perf_counter() - self._t, 1e-9)
@@ -78,6 +91,8 @@ class ProgressLogger:
                         f"{rate:.0f} samples/s")
 
     def on_epoch_end(self, tr, r):
+        if not is_writer(tr):
+            return
         val = f" val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f}" if "val_accuracy" in r else ""
         self._print(f"epoch {r['epoch']}/{tr.epochs} train_loss {r['train_loss']:.4f} "
                     f"train_acc {r['train_accuracy']:.4f}{val} ({r['train_seconds']:.1f} s, "
@@ -87,7 +102,7 @@ class ProgressLogger:
 
 
 class RunDirectory:
-    """Writes the run directory: configuration, metrics, checkpoints, summary.
+    """Writes the run directory: configuration, metrics, checkpoints, summary (rank 0 only).
 
     ``checkpoint_every``: also checkpoint every this many batches (0: epoch ends only).
     ``keep``: checkpoints kept (the newest ones).
@@ -101,6 +116,8 @@ class RunDirectory:
         self.extra = dict(extra or {})
 
     def on_fit_start(self, tr):
+        if not is_writer(tr):
+            return
         os.makedirs(self.path, exist_ok=True)
         self._t0 = time.perf_counter()
         cfg = tr.config()
@@ -117,6 +134,8 @@ class RunDirectory:
         prune_checkpoints(self.path, keep=self.keep)
 
     def on_batch_end(self, tr, k, n_batches, m):
+        if not is_writer(tr):
+            return
         if self.checkpoint_every and tr.batch % self.checkpoint_every == 0 and tr.batch < n_batches:
             self.checkpoint(tr)
 
@@ -131,18 +150,23 @@ class RunDirectory:
                         {"layers": [spec.name for spec in tr.structure.layers], "steps": int(tr.structure.t)})
 
     def on_epoch_end(self, tr, record):
+        if not is_writer(tr):
+            return
         write_json_atomic(os.path.join(self.path, "metrics.jsonl"), tr.history, lines=True)
         if tr.structure is not None:
             self.write_structure(tr)
         self.checkpoint(tr)
 
     def on_fit_end(self, tr):
+        if not is_writer(tr):
+            return
         last = tr.history[-1] if tr.history else {}
         summary = {"epochs": tr.epoch, "final": last, "config": tr.config(),
                    "wall_seconds_this_process": time.perf_counter() - self._t0,
                    "protocol": self.protocol or " ".join(sys.argv)}
-        if tr.history and "val_accuracy" in last:
-            best = max(tr.history, key=lambda r: r["val_accuracy"])
+        evaluated = [r for r in tr.history if "val_accuracy" in r]
+        if evaluated:
+            best = max(evaluated, key=lambda r: r["val_accuracy"])
             summary["best_val_accuracy"] = best["val_accuracy"]
             summary["best_epoch"] = best["epoch"]
         write_json_atomic(os.path.join(self.path, "summary.json"), summary)

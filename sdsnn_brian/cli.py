@@ -1,6 +1,9 @@
 """The ``sdsnn`` command line.
 
-    sdsnn train [options]        train a network on MNIST (C++ standalone by default)
+    sdsnn train [options]        train a network on MNIST (C++ standalone by default;
+                                 under ``mpiexec -n K`` with --distributed: data-parallel)
+    sdsnn sweep --out DIR [--seeds S ...] [--vary OPT=V1,V2] -- [train options]
+                                 several runs spread over MPI ranks, one table
     sdsnn report RUN_DIR         write RUN_DIR/report/index.md and index.html with every figure
     sdsnn plot RUN_DIR --figure NAME [--out FILE]   draw one figure into a PNG
     sdsnn --help                 the commands; ``sdsnn COMMAND --help`` for each
@@ -51,6 +54,8 @@ def _add_train(sub):
     g.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     g.add_argument("--device", default="cpp_standalone", choices=["cpp_standalone", "cuda_standalone", "runtime"])
     g.add_argument("--threads", type=int, default=0, help="OpenMP threads for C++ standalone")
+    g.add_argument("--distributed", action="store_true", help="data-parallel over MPI ranks: start with "
+                   "'mpiexec -n K sdsnn train --distributed ...' (needs pip install '.[mpi]'; see docs/cluster.md)")
     g = p.add_argument_group("run directory")
     g.add_argument("--run-dir", default="runs/mnist_dense")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest valid "
@@ -65,6 +70,7 @@ def build_parser():
                                      "surrogate gradients, with SD-SNN structural development.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    _add_sweep(sub)
     _add_build_cuda(sub)
     _add_report(sub)
     _add_plot(sub)
@@ -113,6 +119,59 @@ def _resolve_train_args(args):
 
 
 def cmd_train(args):
+    comm = _communicator(getattr(args, "distributed", False))
+    if comm.size > 1:
+        return _train_distributed(args, comm)
+    _prepare_train(args, comm)[1]()
+    return 0
+
+
+def _communicator(distributed):
+    """The MPI communicator for --distributed (else one process); no mpi4py is a one-line error."""
+    from .distributed import get_communicator
+
+    try:
+        return get_communicator(bool(distributed))
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _train_distributed(args, comm):
+    """``sdsnn train --distributed`` on one rank of K; every rank ends with the same exit status.
+
+    Failures that every rank learns about (a rank failing in a training step, in
+    evaluation or in a callback, a NaN stop, bad options) are printed once, by rank
+    0, and end with status 2 and the last checkpoint intact; anything else prints
+    ``rank r failed: ...`` and stops the whole job with ``MPI_Abort``.
+    """
+    from .distributed import RankFailedError
+
+    err = None
+    try:
+        fit = _prepare_train(args, comm)[1]
+    except Exception as exc:
+        err = exc
+    errors = comm.allgather(None if err is None else str(err))
+    if any(e is not None for e in errors):
+        if comm.is_root:
+            found = {e for e in errors if e is not None}
+            msg = found.pop() if len(found) == 1 and all(e is not None for e in errors) else \
+                "; ".join(f"rank {r}: {e}" for r, e in enumerate(errors) if e is not None)
+            print(f"sdsnn: error: {msg}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        fit()
+    except Exception as exc:
+        if isinstance(exc, (RankFailedError, FloatingPointError)) or getattr(exc, "reported_to_all_ranks", False):
+            if comm.is_root:
+                print(f"sdsnn: error: {exc}", file=sys.stderr, flush=True)
+            return 2
+        comm.abort(f"sdsnn: error: rank {comm.rank} failed: {type(exc).__name__}: {exc}; stopping all ranks", 2)
+    return 0
+
+
+def _prepare_train(args, comm=None):
+    """Resolve the options and build the trainer; returns ``(trainer, fit)``, ``fit()`` runs the training."""
     from . import SGD, Adam, CosineLR, StepLR, Trainer
     from .callbacks import RunDirectory
     from .data import MNIST
@@ -122,7 +181,9 @@ def cmd_train(args):
 
     resume = bool(args.resume)
     args = _resolve_train_args(args)
-    cli_args = {k: v for k, v in vars(args).items() if k not in ("func", "command", "resume")}
+    # --distributed is how this process was started, not part of the run (resume with any number of ranks)
+    cli_args = {k: v for k, v in vars(args).items() if k not in ("func", "command", "resume", "distributed")}
+    root = comm is None or comm.is_root
     net = mnist_fc(hidden=args.hidden, neuron=args.neuron, encoding=args.encoding, steps=args.steps, bias=args.bias)
     if args.surrogate not in SURROGATES:
         raise ValueError(f"unknown surrogate {args.surrogate!r}; known: {sorted(SURROGATES)}")
@@ -137,7 +198,9 @@ def cmd_train(args):
         schedule = lambda o: StepLR(o, args.lr_step, args.lr_gamma)  # noqa: E731
     train = MNIST(args.mnist_dir, train=True, limit=args.train_limit)
     test = MNIST(args.mnist_dir, train=False, limit=args.test_limit)
-    print(f"data: {len(train)} training images ({train.source}), {len(test)} test images", flush=True)
+    if root:
+        ranks = f"; {comm.size} ranks" if comm is not None and comm.size > 1 else ""
+        print(f"data: {len(train)} training images ({train.source}), {len(test)} test images{ranks}", flush=True)
     protocol = "sdsnn train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(cli_args.items()))
     structure = None
     if args.sdsnn:
@@ -147,12 +210,113 @@ def cmd_train(args):
     trainer = Trainer(net, device=args.device, surrogate=surrogate, loss=args.loss, optimizer=opt,
                       lr_schedule=schedule, detach_reset=args.detach_reset, seed=args.seed, threads=args.threads,
                       structure=structure, structure_every=args.structure_every if args.sdsnn else None,
-                      gradient_mode=args.gradient_mode,
+                      gradient_mode=args.gradient_mode, communicator=comm,
                       callbacks=[RunDirectory(args.run_dir, checkpoint_every=args.checkpoint_every,
                                               protocol=protocol, extra={"cli_args": cli_args})])
-    trainer.fit(train, epochs=args.epochs, batch_size=args.batch_size, validation=test, run_dir=args.run_dir,
-                resume=resume, log_every=args.log_every)
-    return 0
+
+    def fit():
+        return trainer.fit(train, epochs=args.epochs, batch_size=args.batch_size, validation=test,
+                           run_dir=args.run_dir, resume=resume, log_every=args.log_every)
+
+    return trainer, fit
+
+
+def _add_sweep(sub):
+    p = sub.add_parser("sweep", help="several seeds or configurations, spread over MPI ranks",
+                       description="Train one run per seed and per combination of --vary values (each its own "
+                       "run directory under --out), spread over the ranks of an MPI job (rank r trains runs r, "
+                       "r+K, ... one after the other; without --distributed one process trains them all), then "
+                       "gather the results into one table: OUT/comparison.md and OUT/comparison.json. "
+                       "Training options go after '--', e.g. "
+                       "mpiexec -n 4 sdsnn sweep --distributed --out runs/seeds --seeds 0 1 2 3 -- --epochs 5")
+    p.add_argument("--out", required=True, metavar="DIR", help="sweep directory (one run directory per run)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
+    p.add_argument("--vary", action="append", default=[], metavar="OPTION=V1,V2",
+                   help="a train option and its values, e.g. --vary lr=0.001,0.003 (repeatable: all combinations)")
+    p.add_argument("--distributed", action="store_true", help="spread the runs over the ranks of 'mpiexec -n K'")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, metavar="-- TRAIN_OPTIONS",
+                   help="options of 'sdsnn train' shared by every run")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _sweep_runs(args):
+    """``[(label, train argv)]``: every seed times every combination of the --vary values."""
+    import itertools
+    import os
+
+    train_args = list(args.train_args)
+    if train_args[:1] == ["--"]:
+        train_args = train_args[1:]
+    for fixed in ("--seed", "--run-dir", "--resume", "--distributed"):
+        if any(a == fixed or a.startswith(fixed + "=") for a in train_args):
+            raise ValueError(f"sweep: {fixed} is set by the sweep itself; leave it out of the training options")
+    axes = []
+    for spec in args.vary:
+        key, sep, values = spec.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key or not values:
+            raise ValueError(f"sweep: --vary needs OPTION=V1,V2,..., got {spec!r}")
+        axes.append([(key, v.strip()) for v in values.split(",") if v.strip()])
+    runs = []
+    for combo in itertools.product(*axes):
+        for seed in args.seeds:
+            label = "-".join([f"seed{seed}"] + [f"{k.replace('-', '_')}{v}" for k, v in combo])
+            opts = [x for k, v in combo for x in (f"--{k.replace('_', '-')}", *v.split())]
+            runs.append((label, ["train", *train_args, *opts, "--seed", str(seed),
+                                 "--run-dir", os.path.join(args.out, label)]))
+    parser = build_parser()
+    for label, argv in runs:  # every configuration is checked before any training starts
+        parsed, unknown = parser.parse_known_args(argv)
+        if unknown:
+            raise ValueError(f"sweep: run {label}: unknown training options {unknown}")
+        _resolve_train_args(parsed)
+    return runs
+
+
+def cmd_sweep(args):
+    import os
+    import time
+
+    from .distributed import SingleProcess
+    from .report import comparison_markdown, summarize, write_comparison
+
+    comm = _communicator(args.distributed)
+    runs = _sweep_runs(args)
+    rows = {}
+    parser = build_parser()
+    for i in range(comm.rank, len(runs), comm.size):
+        label, argv = runs[i]
+        print(f"sweep: rank {comm.rank} starts run {i + 1}/{len(runs)} {label}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            trainer, fit = _prepare_train(parser.parse_args(argv), SingleProcess())
+            fit()
+            rows[label] = {**summarize(trainer, time.perf_counter() - t0, label), "rank": comm.rank}
+        except Exception as exc:  # one failed run does not stop the others
+            print(f"sweep: run {label} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            rows[label] = {"label": label, "rank": comm.rank, "error": f"{type(exc).__name__}: {exc}"}
+    gathered = comm.gather(rows)
+    if not comm.is_root:
+        return 0
+    merged = {}
+    for part in gathered:
+        merged.update(part)
+    merged = {label: merged[label] for label, _ in runs}
+    protocol = f"sdsnn sweep --out {args.out} --seeds {' '.join(map(str, args.seeds))}" + \
+        "".join(f" --vary {v}" for v in args.vary) + f" -- {' '.join(_sweep_train_args(args))} ({comm.size} ranks)"
+    write_comparison(args.out, merged, protocol)
+    failed = [label for label, r in merged.items() if "error" in r]
+    if failed:
+        with open(os.path.join(args.out, "comparison.md"), "a") as fh:
+            fh.write("\nFailed runs:\n\n" + "".join(f"- {label}: {merged[label]['error']}\n" for label in failed))
+    print(f"sweep: {len(runs)} runs on {comm.size} ranks, {len(failed)} failed; "
+          f"table in {os.path.join(args.out, 'comparison.md')} and comparison.json", flush=True)
+    print(comparison_markdown({k: v for k, v in merged.items() if "error" not in v}, protocol), flush=True)
+    return 1 if failed else 0
+
+
+def _sweep_train_args(args):
+    return args.train_args[1:] if args.train_args[:1] == ["--"] else list(args.train_args)
 
 
 def _add_build_cuda(sub):
