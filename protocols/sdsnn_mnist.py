@@ -18,6 +18,10 @@ each step: the published code) and SD-SNN in strict mode (removed synapses
 transmit nothing and receive no update).  A structural step runs every
 ``--structure-every`` minibatches, with the reference constants (T_s = 18,
 pruning and regeneration from step 37), so a 64-minibatch epoch holds 8 steps.
+Regeneration fades by step 76 (its percentile reaches 99); from step 90 the
+masks are frozen (``--freeze-after``) -- the reference keeps pruning a unit every
+few dozen steps at its late rate forever -- and the rest of the budget fine-tunes
+a fixed structure.
 
 Data: 6,309 shared training images, all 10,000 test images.  The table lands
 in ``RUN_DIR/comparison.md`` with the exact protocol under it; each run has its
@@ -41,6 +45,8 @@ parser.add_argument("--epochs", type=int, default=25)
 parser.add_argument("--hidden", type=int, default=400)
 parser.add_argument("--structure-every", type=int, default=8, help="minibatches between structural steps")
 parser.add_argument("--compress", type=float, default=1.0, help="shrink the structural timeline by this factor")
+parser.add_argument("--freeze-after", type=int, default=90,
+                    help="structural step from which masks stop changing (-1: never, the reference)")
 parser.add_argument("--modes", nargs="+", default=["reference", "strict"], choices=["reference", "strict"])
 parser.add_argument("--eval-every", type=int, default=5, help="evaluate the test set every N epochs")
 parser.add_argument("--run-dir", default="runs/sdsnn_mnist")
@@ -63,7 +69,8 @@ for variant in ["dense"] + [f"sdsnn-{mode}" for mode in args.modes]:
     mode = variant.split("-")[1] if variant != "dense" else "reference"
     schedule = None
     if variant != "dense":
-        config = SDSNNConfig(mode=mode, n_out=net.n_classes)
+        config = SDSNNConfig(mode=mode, n_out=net.n_classes,
+                             freeze_after=None if args.freeze_after < 0 else args.freeze_after)
         if args.compress != 1.0:
             config = config.compressed(args.compress)
         schedule = StructureSchedule(fc_layer_specs(net.sizes), config)

@@ -502,3 +502,39 @@ def test_conv_schedule_prunes_filters_and_uses_conv_rate():
     want = ((M[2] == 0) | ~np.repeat(~dead, 4)[None, :]).sum()
     assert rep["fc1"]["removed_with_dead_sources"] == want > rep["fc1"]["removed_masked"]
     assert st["conv2"]["rho"] > 0.3
+
+
+def test_freeze_after_stops_every_mask_change():
+    """With freeze_after the masks and pruned units never change from that step on."""
+    import numpy as np
+
+    from sdsnn_brian.structure import SDSNNConfig, StructureSchedule, fc_layer_specs
+
+    rng = np.random.default_rng(0)
+    cfg = SDSNNConfig().compressed(6)
+    frozen = dataclasses_replace(cfg, freeze_after=9)
+    runs = {}
+    for name, c in (("free", cfg), ("frozen", frozen)):
+        sched = StructureSchedule(fc_layer_specs([20, 16, 4]), c)
+        W = [rng.normal(size=(16, 20)), rng.normal(size=(4, 16))]
+        M = [np.ones_like(w) for w in W]
+        history = []
+        for t in range(40):
+            for w in W:
+                w += 0.05 * np.random.default_rng(t).normal(size=w.shape)
+            sched.step(W, M)
+            history.append((M[0].copy(), int(sched.pruned[0].sum())))
+        runs[name] = history
+    frozen_hist = runs["frozen"]
+    for mask, pruned in frozen_hist[9:]:
+        np.testing.assert_array_equal(mask, frozen_hist[8][0])
+        assert pruned == frozen_hist[8][1]
+    assert frozen_hist[8][1] > 0  # pruning had happened before the freeze
+    free_hist = runs["free"]
+    assert any(not np.array_equal(m, free_hist[8][0]) for m, _ in free_hist[9:])  # unfrozen keeps changing
+
+
+def dataclasses_replace(cfg, **kw):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)

@@ -78,6 +78,7 @@ __all__ = [
     "LayerSpec",
     "StructureSchedule",
     "fc_layer_specs",
+    "network_layer_specs",
     "removed_synapse_report",
 ]
 
@@ -98,6 +99,11 @@ class SDSNNConfig:
     over ``n_out``; conv ``exp(-(t - decay_centre)/conv_decay_scale)``.  ``rho_max``
     caps a rate, ``min_alive`` units per layer always survive.  ``compression``
     records the factor :meth:`compressed` applied (1 = reference timeline).
+    ``freeze_after``: from this structural step on no mask changes (no regeneration,
+    no pruning; the spine constraint still clips).  ``None`` is the reference, where
+    pruning at the late rate never quite stops; a run that must end with a stable
+    structure freezes after regeneration has faded (p(t) reaches ``p_max`` at step
+    ``structure_after + 1 + log(p_max - p0)/log(p_growth)``, 76 with the defaults).
     """
 
     T_s: int = 18
@@ -128,6 +134,7 @@ class SDSNNConfig:
     conv_spine_updates: bool = True
     zero_pruned_biases: bool = True
     compression: float = 1.0
+    freeze_after: Optional[int] = None
 
     def __post_init__(self):
         def bad(msg):
@@ -153,6 +160,9 @@ class SDSNNConfig:
             bad(f"n_out must be >= 1, got {self.n_out}")
         if self.min_alive < 1:
             bad(f"min_alive must be >= 1, got {self.min_alive}")
+        if self.freeze_after is not None and (not isinstance(self.freeze_after, (int, np.integer))
+                                              or self.freeze_after < 0):
+            bad(f"freeze_after must be None or a non-negative integer step, got {self.freeze_after!r}")
         if not 0.0 < self.rho_max < 1.0:
             bad(f"rho_max must lie in (0, 1), got {self.rho_max}")
         for n in ("rho0_fc", "rho0_conv"):
@@ -222,7 +232,8 @@ class SDSNNConfig:
         T = span(self.T_s)
         cs = None if self.constrain_start is None else int(round(self.constrain_start / f))
         ss = None if self.structure_start is None else int(round(self.structure_start / f))
-        new = dataclasses.replace(self, T_s=T, constrain_start=cs, structure_start=ss)
+        fa = None if self.freeze_after is None else int(round(self.freeze_after / f))
+        new = dataclasses.replace(self, T_s=T, constrain_start=cs, structure_start=ss, freeze_after=fa)
         old_first = self.structure_after + 1
         centre = new.structure_after + 1 + (self.decay_centre - old_first) / f
         end = centre + (self.fc_decay_end - self.decay_centre) / f
@@ -311,6 +322,33 @@ def fc_layer_specs(sizes: Sequence[int], names: Sequence[str] | None = None) -> 
     names = list(names) if names is not None else [f"fc{i}" for i in range(n)]
     return [LayerSpec(names[i], (sizes[i + 1], sizes[i]), "fc", prunable=i < n - 1, regenerates=i < n - 1)
             for i in range(n)]
+
+
+def network_layer_specs(net, prune_input_conv: bool = False) -> list[LayerSpec]:
+    """Specs of every trained layer of a declared :class:`~sdsnn_brian.network.Network`.
+
+    Conv layers get ``kind='conv'`` with their kernel shape ``(C_out, C_in, kh, kw)``
+    (filter pruning, kernel regeneration scored by the kernel's signed sum, the conv
+    rate rule); dense layers ``kind='fc'`` with their ``(N, n_in)`` shape.  Hidden
+    layers are prunable and regenerate; the output layer is neither; a conv layer fed
+    directly by the input is neither unless ``prune_input_conv`` (the reference prunes
+    conv2's filters and fc1's neurons in 15C3-AP2-40C3-AP2-FC300-FC10, never conv1's).
+    A fully connected network gets the same specs as :func:`fc_layer_specs`
+    (names ``fc0, fc1, ...``); a conv network's names are ``conv1, conv2, fc3, ...``
+    (1-based layer index).
+    """
+    conns = net.connections
+    if all(c.kind == "dense" and c.pool is None for c in conns):
+        return fc_layer_specs(net.sizes)
+    n = len(conns)
+    specs = []
+    for i, c in enumerate(conns):
+        hidden = i < n - 1
+        structural = hidden and not (c.kind == "conv" and i == 0 and not prune_input_conv)
+        kind = "conv" if c.kind == "conv" else "fc"
+        specs.append(LayerSpec(f"{kind}{i + 1}", tuple(c.param_shape), kind, prunable=structural,
+                               regenerates=structural))
+    return specs
 
 
 def _dead_units(pruned: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -512,7 +550,7 @@ class StructureSchedule:
                 if spec.is_constrained and self.spines[i] is not None:
                     st[i]["clipped"] = _sp.constrain_inplace(W[i], self.spines[i])
 
-        if t > cfg.structure_after:
+        if t > cfg.structure_after and (cfg.freeze_after is None or t < cfg.freeze_after):
             # 3a. regeneration (all layers), before pruning
             for i, spec in enumerate(self.layers):
                 if spec.regenerates:
