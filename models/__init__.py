@@ -5,6 +5,6 @@ Installed as ``sdsnn_brian.models``; the source lives in the top-level ``models/
 from .neurons import NEURONS, get_neuron, lif, lif_subtract, sdsnn_lif
 
 __all__ = ["sdsnn_lif", "lif", "lif_subtract", "get_neuron", "NEURONS"]
-from .architectures import ARCHITECTURES, get_architecture, mnist_fc
+from .architectures import ARCHITECTURES, get_architecture, mnist_fc, sdsnn_conv
 
-__all__ += ["mnist_fc", "ARCHITECTURES", "get_architecture"]
+__all__ += ["mnist_fc", "sdsnn_conv", "ARCHITECTURES", "get_architecture"]

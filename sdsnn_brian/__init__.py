@@ -21,12 +21,12 @@ _warnings.filterwarnings("ignore", message="_get_vc_env is private")
 from . import models  # noqa: E402
 from .data import MNIST, load_mnist
 from .encoding import Direct, Latency, Rate
-from .network import Dense, Input, Network
+from .network import AvgPool2d, Conv2d, Dense, Input, Network
 from .neuron import NeuronModel, UnsupportedModelError
 from .optim import SGD, Adam, CosineLR, StepLR
 from .trainer import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "Input", "Dense", "NeuronModel", "UnsupportedModelError", "models", "Trainer",
+__all__ = ["Network", "Input", "Dense", "Conv2d", "AvgPool2d", "NeuronModel", "UnsupportedModelError", "models", "Trainer",
            "Adam", "SGD", "StepLR", "CosineLR", "Rate", "Latency", "Direct", "MNIST", "load_mnist"]

@@ -27,7 +27,16 @@ at ``10k+5``, its spike monitor at ``10k+6``; all resets last (order ``1000+k``)
 So ``u_t = a*u+_{t-1} + c + W s_{t-1 layer}(t) + b`` exactly as in
 :mod:`sdsnn_brian.neuron`.
 
-Synapse ``q`` of layer ``k`` connects pre ``q // N_post`` to post ``q % N_post``
+Convolutions and pooling (:mod:`sdsnn_brian.layers`): a conv layer's ``syn{k}``
+holds one synapse per (input position, output position, kernel entry) triple in
+the order of its :class:`~sdsnn_brian.layers.SynapseMap`, each with its own ``w``
+(the trainer writes ``kernel.ravel()[kidx]`` before every run: tied weights).  An
+``AvgPool2d`` before layer ``k`` becomes the relay group ``pool{k}`` (variable
+``x``): ``poolsyn{k}`` (order ``10k-3``) adds ``1/(ph*pw)`` per source spike, the
+relay's threshold ``x > 0`` (order ``10k-2``) sends one event per active window,
+``syn{k}`` adds ``w * x_pre``, and the relay resets ``x = 0`` at order ``2000+k``.
+
+Synapse ``q`` of a dense layer ``k`` connects pre ``q // N_post`` to post ``q % N_post``
 (pre-major: the synapses a spike reaches lie next to each other in memory, which
 makes propagation about twice as fast as post-major order); :func:`synapse_order`
 maps a (post, pre) weight matrix to that order.
@@ -98,7 +107,9 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     passes real data here; standalone builds pass nothing and supply data per run).
     ``connectivity``: per trained layer ``None`` (all-to-all) or ``(pre, post)`` index
     arrays of the synapses to create (see :func:`present_synapses`); removed synapses
-    then do not exist in the generated code at all.
+    then do not exist in the generated code at all.  For a conv layer the entry is a
+    :class:`~sdsnn_brian.layers.SynapseMap` (``Connection.synapse_map().select(mask)``),
+    and ``weights`` holds its kernel.
     """
     import brian2 as b2
 
@@ -122,8 +133,11 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
 
     objects = [inp]
     groups, synapses, smons, spmons, membranes, units = [], [], [], [], [], []
+    extra = {}
     prev = inp
+    conns = net.connections
     for k, layer in enumerate(net.trained, start=1):
+        cn = conns[k - 1]
         model = layer.neuron
         m = model.membrane
         unit = model.unit
@@ -142,20 +156,46 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
         if layer.bias:
             G.run_regularly(f"{m} += b * w_unit", when="after_synapses", order=10 * k + 1, name=f"layer{k}_bias")
             if biases is not None and biases[k - 1] is not None:
-                G.b = biases[k - 1]
+                G.b = cn.expand_bias(biases[k - 1])
+        on_pre = f"{m}_post += w * w_unit"
+        if cn.pool is not None:
+            # the pooling relay (see sdsnn_brian.layers): sources add 1/(ph*pw) to their window's
+            # unit, a unit with x > 0 sends one event carrying x, x returns to 0 after use
+            P = b2.NeuronGroup(cn.n_op, "x : 1", threshold="x > 0", reset="x = 0", name=f"pool{k}")
+            P.thresholder["spike"].when = "after_synapses"
+            P.thresholder["spike"].order = 10 * k - 2
+            P.resetter["spike"].when = "after_synapses"
+            P.resetter["spike"].order = 2000 + k
+            src, relay = cn.pool_members()
+            Sp = b2.Synapses(prev, P, on_pre=f"x_post += {cn.pool_scale!r}", delay=0 * b2.second,
+                             name=f"poolsyn{k}")
+            Sp.connect(i=src, j=relay)
+            Sp.pre.when = "after_synapses"
+            Sp.pre.order = 10 * k - 3
+            objects += [P, Sp]
+            extra[f"pool{k}"] = (P, Sp)
+            prev = P
+            on_pre = f"{m}_post += w * x_pre * w_unit"
         n_pre, n_post = prev.N, layer.size
-        S = b2.Synapses(prev, G, "w : 1", on_pre=f"{m}_post += w * w_unit", namespace={"w_unit": unit},
+        S = b2.Synapses(prev, G, "w : 1", on_pre=on_pre, namespace={"w_unit": unit},
                         delay=0 * b2.second, name=f"syn{k}")  # one shared delay, not one per synapse
         conn = None if connectivity is None else connectivity[k - 1]
-        if conn is None:
-            q = np.arange(n_pre * n_post)
-            S.connect(i=q // n_post, j=q % n_post)
-        elif len(conn[0]):
-            S.connect(i=np.asarray(conn[0]), j=np.asarray(conn[1]))
+        if cn.kind == "conv":
+            smap = cn.synapse_map() if conn is None else conn
+            if len(smap):
+                S.connect(i=smap.pre, j=smap.post)
+                if weights is not None:
+                    S.w = smap.expand(weights[k - 1])
+        else:
+            if conn is None:
+                q = np.arange(n_pre * n_post)
+                S.connect(i=q // n_post, j=q % n_post)
+            elif len(conn[0]):
+                S.connect(i=np.asarray(conn[0]), j=np.asarray(conn[1]))
+            if weights is not None and (conn is None or len(conn[0])):
+                S.w = synapse_order(weights[k - 1], conn)
         S.pre.when = "after_synapses"
         S.pre.order = 10 * k
-        if weights is not None and (conn is None or len(conn[0])):
-            S.w = synapse_order(weights[k - 1], conn)
         sm = b2.StateMonitor(G, m, record=True, when="after_synapses", order=10 * k + 4, name=f"layer{k}_membrane")
         spm = b2.SpikeMonitor(G, when="after_synapses", order=10 * k + 6, name=f"layer{k}_spikes")
         objects += [G, S, sm, spm]
@@ -168,4 +208,4 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
         prev = G
     network = b2.Network(*objects, name="sdsnn_network")
     return BrianObjects(network, stim, groups, synapses, smons, spmons, membranes, units,
-                        duration=batch * T * dt)
+                        duration=batch * T * dt, extra=extra)

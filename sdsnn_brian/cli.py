@@ -48,6 +48,8 @@ def _add_train(sub):
                    help="reference: dense training between structural steps; strict: removed synapses frozen")
     g.add_argument("--structure-every", type=int, default=8, help="minibatches between structural steps")
     g.add_argument("--compress", type=float, default=1.0, help="shrink the structural timeline by this factor")
+    g.add_argument("--freeze-after", type=int, default=None,
+                   help="structural step from which masks stop changing (default: never, the reference)")
     g = p.add_argument_group("data and device")
     g.add_argument("--mnist-dir", default=None, help="directory of the MNIST idx files (default: shared data)")
     g.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
@@ -204,7 +206,8 @@ def _prepare_train(args, comm=None):
     protocol = "sdsnn train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(cli_args.items()))
     structure = None
     if args.sdsnn:
-        config = SDSNNConfig(mode=args.gradient_mode, n_out=net.n_classes)
+        config = SDSNNConfig(mode=args.gradient_mode, n_out=net.n_classes,
+                             freeze_after=getattr(args, "freeze_after", None))
         structure = StructureSchedule(fc_layer_specs(net.sizes),
                                       config.compressed(args.compress) if args.compress != 1.0 else config)
     trainer = Trainer(net, device=args.device, surrogate=surrogate, loss=args.loss, optimizer=opt,

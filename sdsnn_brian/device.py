@@ -143,7 +143,8 @@ class Simulator:
     cache_dir : str, optional
         Directory for compiled projects (default :func:`cache_root`).
     masks : list, optional
-        Compaction: per layer a (post, pre) 0/1 mask (or None for all-to-all).  The
+        Compaction: per layer a parameter-shaped 0/1 mask ((post, pre), or a conv layer's
+        (C_out, C_in, kh, kw): absent kernel entries drop all their synapses), or None.  The
         build then holds only the present synapses, so the simulation does less
         work; :meth:`run` still takes full weight matrices.  A different mask means
         a different build (``make`` recompiles only what changed).
@@ -176,7 +177,10 @@ class Simulator:
                     continue
                 if np.shape(m) != shape:
                     raise ValueError(f"mask of layer {k + 1} has shape {np.shape(m)}, the network needs {shape}")
-                conn = present_synapses(m)
+                if net.connections[k].kind == "conv":
+                    conn = net.connections[k].synapse_map().select(m)  # the kernel entries present
+                else:
+                    conn = present_synapses(m)
                 self.connectivity.append(conn)
                 h.update(np.packbits(np.asarray(m) != 0).tobytes())
             conn_key = h.hexdigest()
@@ -261,9 +265,9 @@ class Simulator:
             if not np.all(np.isfinite(w)):
                 raise ValueError(f"weights of layer {k + 1} contain NaN or infinite values")
         biases = biases if biases is not None else [None] * len(self.shapes)
-        for k, (b, layer) in enumerate(zip(biases, self.net.trained)):
-            if layer.bias and (b is None or np.shape(b) != (layer.size,) or not np.all(np.isfinite(b))):
-                raise ValueError(f"layer {k + 1} has a bias: it needs a finite array of shape ({layer.size},)")
+        for k, (b, layer, cn) in enumerate(zip(biases, self.net.trained, self.net.connections)):
+            if layer.bias and (b is None or np.shape(b) != cn.bias_shape or not np.all(np.isfinite(b))):
+                raise ValueError(f"layer {k + 1} has a bias: it needs a finite array of shape {cn.bias_shape}")
         return spikes, biases
 
     def expected_sizes(self) -> dict:
@@ -271,9 +275,13 @@ class Simulator:
         T, B = self.net.steps, self.batch_size
         blocks = -(-self.net.input.size // 32)
         sizes = {"stim.values": (B * T, blocks)}
-        for k, ((n_post, n_pre), layer) in enumerate(zip(self.shapes, self.net.trained), start=1):
+        for k, (cn, layer) in enumerate(zip(self.net.connections, self.net.trained), start=1):
             conn = self.connectivity[k - 1] if self.connectivity is not None else None
-            n_syn = n_post * n_pre if conn is None else len(conn[0])
+            n_post = cn.n_post
+            if cn.kind == "conv":
+                n_syn = len(cn.synapse_map() if conn is None else conn)
+            else:
+                n_syn = cn.n_post * cn.n_op if conn is None else len(conn[0])
             if n_syn:
                 sizes[f"syn{k}.w"] = (n_syn,)
             if layer.bias:
@@ -299,7 +307,8 @@ class Simulator:
         """Simulate one minibatch.
 
         ``spikes``: [T, B, n_in] 0/1 input; ``weights``: per layer (post, pre)
-        arrays (already masked); ``biases``: per layer arrays or None.
+        arrays (already masked; a conv layer's kernel ``(C_out, C_in, kh, kw)``, expanded
+        here to one value per synapse); ``biases``: per layer arrays or None.
         """
         spikes, biases = self._check(spikes, weights, biases)
         B = spikes.shape[1]
@@ -322,12 +331,17 @@ class Simulator:
         objs = self._objects
         t0 = time.perf_counter()
         named = {"stim.values": pack_input(spikes)}
-        for k, (w, b, layer) in enumerate(zip(weights, biases, self.net.trained), start=1):
+        for k, (w, b, layer, cn) in enumerate(zip(weights, biases, self.net.trained, self.net.connections),
+                                              start=1):
             conn = self.connectivity[k - 1] if self.connectivity is not None else None
-            if conn is None or len(conn[0]):
+            if cn.kind == "conv":  # tied weights: one value per synapse, from the kernel
+                smap = cn.synapse_map() if conn is None else conn
+                if len(smap):
+                    named[f"syn{k}.w"] = smap.expand(w)
+            elif conn is None or len(conn[0]):
                 named[f"syn{k}.w"] = synapse_order(w, conn)
             if layer.bias:
-                named[f"layer{k}.b"] = np.asarray(b, dtype=np.float64)
+                named[f"layer{k}.b"] = cn.expand_bias(b)
         self.check_run_args(named)
         # Each simulator writes its inputs to files of its own (Brian2's run_args would put them
         # under a content hash in the shared static_arrays/ folder, where two processes with the

@@ -42,6 +42,17 @@ products over ``[T*B, N]``::
 
     dW^l = sum_{t,b} g_t^T z^{l-1}_t = G^T Z        db^l = sum_{t,b} g_t
     e^{l-1}_t = g^l_t W^l                    i.e.   E = G W
+
+Convolution and pooling layers
+------------------------------
+When the layers' :class:`~sdsnn_brian.layers.Connection` objects are known
+(``connections=``, or carried by ``dynamics`` as ``Network.dynamics()`` does), the
+last two lines use each layer's own operator: for a conv layer ``dK`` is the
+im2col product summed per kernel entry (the tied-weight rule), ``db`` sums over
+positions per channel, and ``E`` is the transposed convolution; a pooling before a
+layer averages ``Z`` over each window and spreads ``E`` back with weight
+``1/(ph*pw)`` -- exactly what the Brian2 relay groups computed forward.  The
+recurrence in time is the same for every layer (it is per neuron).
 """
 from __future__ import annotations
 
@@ -64,7 +75,7 @@ def _per_layer(dynamics, L):
 
 def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
              grad_s_out, grad_u_out, surrogate, detach_reset: bool = False,
-             need_bias: bool = True, dtype=np.float64):
+             need_bias: bool = True, dtype=np.float64, connections=None):
     """Gradients of the loss with respect to every layer's weights and biases.
 
     Parameters
@@ -87,11 +98,14 @@ def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
     dtype : numpy float dtype
         Precision of the computation and of the results (float64 by default;
         inputs of any float type are converted).
+    connections : list of Connection, optional
+        How each layer's input current is formed (conv, pooling); default: the
+        ``connections`` attribute of ``dynamics`` if it has one, else all dense.
 
     Returns
     -------
     list of ``(dW_l, db_l)``, one per layer: ``dW_l`` of ``weights[l]``'s shape,
-    ``db_l`` of shape ``[N_l]`` (or ``None``).
+    ``db_l`` of shape ``[N_l]`` (a conv layer: ``[C_out]``) or ``None``.
     """
     sg = surrogate if isinstance(surrogate, Surrogate) else get_surrogate(surrogate)
     dtype = np.dtype(dtype)
@@ -106,19 +120,33 @@ def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
         raise ValueError(f"backward: input x must be [T, B, N0], got shape {x.shape}")
     T, B, _ = x.shape
 
+    if connections is None:
+        connections = getattr(dynamics, "connections", None)
+    if connections is not None and all(c.plain for c in connections):
+        connections = None  # the fully connected path below, unchanged
+    if connections is not None and len(connections) != L:
+        raise ValueError(f"backward: {len(connections)} connections for {L} layers")
     Ws = [np.asarray(W, dtype=dtype) for W in weights]
     n_prev = x.shape[2]
     for l, W in enumerate(Ws):
-        if W.ndim != 2 or W.shape[1] != n_prev:
+        if connections is not None:
+            cn = connections[l]
+            if W.shape != tuple(cn.param_shape) or cn.n_pre != n_prev:
+                raise ValueError(f"backward: layer {l} weights have shape {W.shape}, expected {cn.param_shape} "
+                                 f"fed by {cn.n_pre} inputs (got {n_prev})")
+            n_out = cn.n_post
+        elif W.ndim != 2 or W.shape[1] != n_prev:
             raise ValueError(f"backward: layer {l} weights have shape {W.shape}, expected (N, {n_prev})")
-        shape = (T, B, W.shape[0])
+        else:
+            n_out = W.shape[0]
+        shape = (T, B, n_out)
         if np.shape(u[l]) != shape or np.shape(s[l]) != shape:
             raise ValueError(
                 f"backward: layer {l} recordings have shapes {np.shape(u[l])} (u) and {np.shape(s[l])} (s), "
                 f"expected {shape}"
             )
-        n_prev = W.shape[0]
-    out_shape = (T, B, Ws[-1].shape[0])
+        n_prev = n_out
+    out_shape = (T, B, n_prev)
     for name, arr in (("grad_s_out", grad_s_out), ("grad_u_out", grad_u_out)):
         if arr is not None and np.shape(arr) != out_shape:
             raise ValueError(f"backward: {name} has shape {np.shape(arr)}, expected {out_shape}")
@@ -127,7 +155,7 @@ def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
     e = None if grad_s_out is None else np.asarray(grad_s_out, dtype=dtype)
     for l in range(L - 1, -1, -1):
         d = dyn[l]
-        N = Ws[l].shape[0]
+        N = Ws[l].shape[0] if connections is None else connections[l].n_post
         ul = np.asarray(u[l], dtype=dtype)
         sl = np.asarray(s[l], dtype=dtype)
         sgd = sg.derivative(ul - dtype.type(d.theta)).astype(dtype, copy=False)
@@ -169,6 +197,14 @@ def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
 
         G = g.reshape(T * B, N)
         z = x if l == 0 else s[l - 1]
+        if connections is not None:
+            cn = connections[l]
+            zf = np.asarray(z).reshape(T * B, -1)
+            results[l] = cn.grad_params(G, zf, need_bias=need_bias, dtype=dtype)
+            if l > 0:
+                e = cn.grad_input(G, Ws[l], dtype=dtype).reshape(T, B, cn.n_pre)
+            del g, G
+            continue
         Z = np.asarray(z, dtype=dtype).reshape(T * B, -1)
         dW = G.T @ Z
         db = G.sum(axis=0) if need_bias else None

@@ -8,9 +8,25 @@
 A :class:`Network` is a chain: one :class:`Input` then trained :class:`Dense`
 layers, the last of which is the readout.  The back end (``sdsnn_brian.device``)
 turns the declaration into Brian2 objects; the trainer holds the parameters.
+
+Convolutional networks: an :class:`Input` with a ``(C, H, W)`` shape, then
+:class:`Conv2d` and :class:`AvgPool2d` layers, then :class:`Dense` layers (which
+see the previous layer flattened channel-major), e.g. the SD-SNN reference net::
+
+    Network(Input((1, 28, 28)), Conv2d(15), AvgPool2d(2), Conv2d(40), AvgPool2d(2),
+            Dense(300), Dense(10), steps=20)
+
+An :class:`AvgPool2d` is not a layer of neurons: it averages the spikes of the
+layer before it and the result feeds the next trained layer (as ``F.avg_pool2d``
+on spikes in the reference).  The pooling is folded into the next layer's
+synapses (:mod:`sdsnn_brian.layers`), so ``net.trained`` holds only the
+:class:`Dense` and :class:`Conv2d` layers and the parameters are the tied
+kernels ``(C_out, C_in, kh, kw)`` and the unpooled-shape dense matrices
+``(N, C*Hp*Wp)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
@@ -18,7 +34,7 @@ import numpy as np
 
 from .neuron import NeuronModel
 
-__all__ = ["Network", "Input", "Dense"]
+__all__ = ["Network", "Input", "Dense", "Conv2d", "AvgPool2d"]
 
 
 @dataclass(frozen=True)
@@ -26,13 +42,29 @@ class Input:
     """The input layer: ``size`` spike sources fed by an encoder.
 
     ``encoding`` is an encoder name (``'rate'``, ``'latency'``, ``'direct'``) or
-    an encoder object from :mod:`sdsnn_brian.encoding`.
+    an encoder object from :mod:`sdsnn_brian.encoding`.  ``size`` may be a shape
+    ``(C, H, W)`` (needed before a :class:`Conv2d`); ``size`` is then the product
+    and ``shape`` the tuple (inputs are numbered channel-major, ``c*H*W + y*W + x``).
     """
 
     size: int
     encoding: object = "rate"
+    shape: tuple | None = None
 
     def __post_init__(self):
+        if isinstance(self.size, (tuple, list)):
+            shape = tuple(self.size)
+            if len(shape) != 3:
+                raise ValueError(f"an Input shape must be (C, H, W), got {shape!r}")
+            for d in shape:
+                _check_size(d, "Input shape entry")
+            object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+            object.__setattr__(self, "size", int(np.prod(shape)))
+        elif self.shape is not None:
+            shape = tuple(int(d) for d in self.shape)
+            if len(shape) != 3 or int(np.prod(shape)) != self.size:
+                raise ValueError(f"Input shape {self.shape!r} does not hold size {self.size}")
+            object.__setattr__(self, "shape", shape)
         _check_size(self.size, "Input")
 
 
@@ -58,6 +90,92 @@ class Dense:
         object.__setattr__(self, "neuron", get_neuron(self.neuron))
 
 
+def _pair(v, what):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{what} must be an integer or a pair, got {v!r}")
+        a, b = v
+    else:
+        a = b = v
+    for x in (a, b):
+        if not isinstance(x, (int, np.integer)) or isinstance(x, bool):
+            raise ValueError(f"{what} must be an integer or a pair of integers, got {v!r}")
+    return int(a), int(b)
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    """A 2-D convolution layer of spiking neurons: ``channels`` maps of ``H_out x W_out``.
+
+    ``kernel``, ``stride``: an integer or an (h, w) pair; ``padding``: zeros around the
+    input (integer or pair).  Weights are one tied kernel ``(C_out, C_in, kh, kw)``
+    (cross-correlation, as ``torch.nn.Conv2d``); ``bias`` is one value per channel.
+    ``input_shape`` is filled in by the :class:`Network` (the shape it sees after
+    any pooling); ``size`` is the neuron count ``C_out*H_out*W_out``.
+    """
+
+    channels: int
+    kernel: object = 3
+    stride: object = 1
+    padding: object = 0
+    neuron: object = "sdsnn_lif"
+    bias: bool = False
+    init_gain: float = 2.0
+    input_shape: tuple | None = None
+
+    def __post_init__(self):
+        _check_size(self.channels, "Conv2d channels")
+        k, s, p = _pair(self.kernel, "kernel"), _pair(self.stride, "stride"), _pair(self.padding, "padding")
+        if min(k) < 1 or min(s) < 1 or min(p) < 0:
+            raise ValueError(f"Conv2d: kernel and stride must be >= 1 and padding >= 0, got {k}, {s}, {p}")
+        object.__setattr__(self, "kernel", k)
+        object.__setattr__(self, "stride", s)
+        object.__setattr__(self, "padding", p)
+        from .models import get_neuron
+
+        object.__setattr__(self, "neuron", get_neuron(self.neuron))
+
+    @property
+    def output_shape(self) -> tuple:
+        if self.input_shape is None:
+            raise ValueError("this Conv2d is not part of a Network yet: its output shape is unknown")
+        C, H, W = self.input_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        return (self.channels, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.output_shape))
+
+
+@dataclass(frozen=True)
+class AvgPool2d:
+    """Average pooling of the previous layer's spikes over ``kernel`` windows (stride = kernel
+    unless given; rows/columns that do not fill a window are dropped, as ``F.avg_pool2d``).
+
+    Not a layer of neurons: the average feeds the next trained layer, folded into its
+    synapses as fixed factors ``1/(kh*kw)`` (see :mod:`sdsnn_brian.layers`).
+    """
+
+    kernel: object = 2
+    stride: object = None
+
+    def __post_init__(self):
+        k = _pair(self.kernel, "kernel")
+        s = k if self.stride is None else _pair(self.stride, "stride")
+        if min(k) < 1 or min(s) < 1:
+            raise ValueError(f"AvgPool2d: kernel and stride must be >= 1, got {k}, {s}")
+        object.__setattr__(self, "kernel", k)
+        object.__setattr__(self, "stride", s)
+
+    def output_shape(self, shape) -> tuple:
+        C, H, W = shape
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        if H < kh or W < kw:
+            raise ValueError(f"AvgPool2d{self.kernel} does not fit its input of shape {shape}")
+        return (C, (H - kh) // sh + 1, (W - kw) // sw + 1)
+
+
 def _check_size(size, what):
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size <= 0:
         raise ValueError(f"{what} size must be a positive integer, got {size!r}")
@@ -69,7 +187,9 @@ class Network:
 
     Parameters
     ----------
-    *layers : Input, Dense, ...
+    *layers : Input, Dense, Conv2d, AvgPool2d, ...
+        ``Input`` first; ``Conv2d``/``AvgPool2d`` need a spatial ``(C, H, W)`` input and
+        come before any ``Dense``; the last layer is a trained layer (the readout).
     steps : int
         Time steps per sample (T).
     dt : Quantity
@@ -88,15 +208,47 @@ class Network:
             layers = tuple(layers[0])
         if len(layers) < 2 or not isinstance(layers[0], Input):
             raise ValueError("a Network needs an Input followed by at least one trained layer")
-        for layer in layers[1:]:
-            if not isinstance(layer, Dense):
-                raise ValueError(f"unsupported layer {layer!r}: after the Input only Dense layers are supported")
         if not isinstance(steps, (int, np.integer)) or steps <= 0:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        self.layers = tuple(layers)
+        resolved = [layers[0]]
+        shape = layers[0].shape  # (C, H, W) of what the next layer sees, None once flat
+        pool = None
+        for layer in layers[1:]:
+            if isinstance(layer, AvgPool2d):
+                if shape is None:
+                    raise ValueError(f"{layer!r} needs a spatial (C, H, W) input: give the Input a shape "
+                                     "and put pooling before any Dense layer")
+                if pool is not None:
+                    raise ValueError("two AvgPool2d in a row are not supported: use one with a larger kernel")
+                pool = layer
+                shape = layer.output_shape(shape)
+                resolved.append(layer)
+            elif isinstance(layer, Conv2d):
+                if shape is None:
+                    raise ValueError(f"{layer!r} needs a spatial (C, H, W) input: give the Input a shape "
+                                     "(Input((C, H, W))) and put Conv2d layers before any Dense layer")
+                layer = dataclasses.replace(layer, input_shape=tuple(shape))
+                out = layer.output_shape
+                if min(out[1:]) < 1:
+                    raise ValueError(f"Conv2d kernel {layer.kernel} does not fit its input of shape {shape}")
+                shape = out
+                pool = None
+                resolved.append(layer)
+            elif isinstance(layer, Dense):
+                shape = None
+                pool = None
+                resolved.append(layer)
+            else:
+                raise ValueError(f"unsupported layer {layer!r}: after the Input use Dense, Conv2d or AvgPool2d")
+        if not isinstance(resolved[-1], (Dense, Conv2d)):
+            raise ValueError("the last layer must be a trained layer (Dense or Conv2d), not a pooling")
+        self.layers = tuple(resolved)
         self.steps = int(steps)
         self.dt = 1 * ms if dt is None else dt
         self.name = name
+        from .layers import connections_of
+
+        self.connections = connections_of(self)
 
     # -- shapes -------------------------------------------------------------
     @property
@@ -105,35 +257,53 @@ class Network:
 
     @property
     def trained(self) -> tuple:
-        """The trained layers, input excluded."""
-        return self.layers[1:]
+        """The trained layers (Dense, Conv2d), input and pooling excluded."""
+        return tuple(l for l in self.layers[1:] if isinstance(l, (Dense, Conv2d)))
+
+    @property
+    def is_dense(self) -> bool:
+        """Only Dense layers after a flat input (the original fully connected path)."""
+        return all(isinstance(l, Dense) for l in self.layers[1:])
 
     @property
     def sizes(self) -> list[int]:
-        return [layer.size for layer in self.layers]
+        """Neuron counts: the input, then every trained layer."""
+        return [self.input.size] + [layer.size for layer in self.trained]
 
     @property
-    def weight_shapes(self) -> list[tuple[int, int]]:
-        """Shape (post, pre) of each trained layer's weight matrix."""
-        s = self.sizes
-        return [(s[k + 1], s[k]) for k in range(len(s) - 1)]
+    def weight_shapes(self) -> list[tuple]:
+        """Shape of each trained layer's parameter: (post, pre) for Dense, (C_out, C_in, kh, kw) for Conv2d.
+
+        A Dense layer after an AvgPool2d has ``pre`` = the pooled, flattened size.
+        """
+        return [c.param_shape for c in self.connections]
 
     @property
     def n_classes(self) -> int:
-        return self.layers[-1].size
+        return self.trained[-1].size
 
     def dynamics(self):
-        """The per-step map (:class:`~sdsnn_brian.neuron.Dynamics`) of every trained layer."""
-        return [layer.neuron.dynamics(self.dt) for layer in self.trained]
+        """The per-step map (:class:`~sdsnn_brian.neuron.Dynamics`) of every trained layer.
+
+        The list carries ``.connections`` (how each layer's input current is formed), so
+        :func:`sdsnn_brian.gradient.backward` handles conv and pooled layers from it alone.
+        """
+        from .layers import LayerDynamics
+
+        return LayerDynamics([layer.neuron.dynamics(self.dt) for layer in self.trained], self.connections)
 
     # -- parameters ---------------------------------------------------------
     def init_params(self, rng: np.random.Generator):
-        """Fresh weights and biases (lists, one entry per trained layer; bias None if off)."""
+        """Fresh weights and biases (lists, one entry per trained layer; bias None if off).
+
+        Uniform in ``±gain*|theta - u_init|/sqrt(fan_in)``; ``fan_in`` is ``C_in*kh*kw``
+        for a Conv2d (PyTorch's default for gain 2 and the SD-SNN neuron).
+        """
         weights, biases = [], []
-        for layer, dyn, (n_post, n_pre) in zip(self.trained, self.dynamics(), self.weight_shapes):
-            bound = layer.init_gain * abs(dyn.theta - dyn.u_init) / np.sqrt(n_pre)
-            weights.append(rng.uniform(-bound, bound, size=(n_post, n_pre)))
-            biases.append(rng.uniform(-bound, bound, size=n_post) if layer.bias else None)
+        for layer, dyn, conn in zip(self.trained, self.dynamics(), self.connections):
+            bound = layer.init_gain * abs(dyn.theta - dyn.u_init) / np.sqrt(conn.fan_in)
+            weights.append(rng.uniform(-bound, bound, size=conn.param_shape))
+            biases.append(rng.uniform(-bound, bound, size=conn.bias_shape) if layer.bias else None)
         return weights, biases
 
     # -- identity -------------------------------------------------------------
@@ -142,21 +312,35 @@ class Network:
         from .encoding import get_encoder
 
         enc = get_encoder(self.input.encoding)
-        return {
-            "name": self.name,
-            "steps": self.steps,
-            "dt_seconds": float(self.dt),
-            "input": {"size": self.input.size, "encoding": enc.config()},
-            "layers": [
-                {"type": "dense", "size": l.size, "neuron": l.neuron.name, "bias": l.bias,
-                 "init_gain": l.init_gain}
-                for l in self.trained
-            ],
-        }
+        inp = {"size": self.input.size, "encoding": enc.config()}
+        if self.input.shape is not None:
+            inp["shape"] = list(self.input.shape)
+        layers = []
+        for l in self.layers[1:]:
+            if isinstance(l, Dense):
+                layers.append({"type": "dense", "size": l.size, "neuron": l.neuron.name, "bias": l.bias,
+                               "init_gain": l.init_gain})
+            elif isinstance(l, Conv2d):
+                layers.append({"type": "conv2d", "channels": l.channels, "kernel": list(l.kernel),
+                               "stride": list(l.stride), "padding": list(l.padding), "size": l.size,
+                               "output_shape": list(l.output_shape), "neuron": l.neuron.name, "bias": l.bias,
+                               "init_gain": l.init_gain})
+            else:
+                layers.append({"type": "avgpool2d", "kernel": list(l.kernel), "stride": list(l.stride)})
+        return {"name": self.name, "steps": self.steps, "dt_seconds": float(self.dt), "input": inp,
+                "layers": layers}
 
     def structure_key(self) -> str:
         """A hash of everything that changes the compiled simulation (not the weights)."""
         parts = [str(self.steps), repr(float(self.dt)), str(self.input.size)]
-        for l in self.trained:
-            parts += [str(l.size), str(l.bias), l.neuron.key()]
+        if self.input.shape is not None:
+            parts.append("shape" + repr(self.input.shape))
+        for l in self.layers[1:]:
+            if isinstance(l, Dense):
+                parts += [str(l.size), str(l.bias), l.neuron.key()]
+            elif isinstance(l, Conv2d):
+                parts += ["conv2d", str(l.channels), repr((l.kernel, l.stride, l.padding)), str(l.bias),
+                          l.neuron.key()]
+            else:
+                parts += ["avgpool2d", repr((l.kernel, l.stride))]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -93,14 +93,26 @@ class Trainer:
     callbacks : list
         Objects with any of ``on_fit_start``, ``on_batch_end``, ``on_epoch_end``,
         ``on_fit_end`` (see :mod:`sdsnn_brian.callbacks`).
+    communicator : Communicator, optional
+        :mod:`sdsnn_brian.distributed`; with more than one rank the training is
+        data-parallel: every rank encodes the whole global minibatch exactly as one
+        process would, simulates its contiguous share, computes its gradient with the
+        loss scaled by ``local_B / global_B`` (so the sum over ranks is the
+        one-process gradient) and Allreduce-sums it; every rank applies the same
+        update.  Structural steps and the state at the start of ``fit`` (a resumed
+        checkpoint included) are broadcast from rank 0, evaluation is split across
+        ranks, and only rank 0 writes the run directory and prints.
     """
 
     def __init__(self, net, device="cpp_standalone", surrogate="rectangular", loss="rate_mse",
                  optimizer=None, lr_schedule=None, detach_reset=False, seed=0, threads=0,
                  structure=None, structure_every=None, gradient_mode="reference", callbacks=(),
-                 cache_dir=None, cuda_options=None):
+                 cache_dir=None, cuda_options=None, communicator=None):
+        from .distributed import SingleProcess
         from .optim import Adam
 
+        self.comm = SingleProcess() if communicator is None else communicator
+        self.rank = self.comm.rank
         self.net = net
         self.device = device
         self.surrogate = get_surrogate(surrogate)
@@ -171,6 +183,8 @@ class Trainer:
 
     def train_step(self, images, labels, rng, batch_size=None):
         """Forward, loss, BPTT and update on one minibatch. Returns a dict of measurements."""
+        if self.comm.size > 1:
+            return self._train_step_distributed(images, labels, rng, batch_size)
         t0 = time.perf_counter()
         weights = self.training_weights()
         x, rec = self.forward(images, rng, batch_size, weights)
@@ -181,6 +195,16 @@ class Trainer:
                          need_bias=any(b is not None for b in self.biases))
         dW = [g[0] for g in grads]
         db = [g[1] for g, b in zip(grads, self.biases) if b is not None]
+        self._check_gradient(dW, db)
+        t2 = time.perf_counter()
+        self._update(dW, db)
+        t3 = time.perf_counter()
+        correct = int(np.sum(np.argmax(res.scores, axis=1) == labels))
+        return {"loss": res.value, "correct": correct, "n": len(labels), "t_forward": t1 - t0,
+                "t_backward": t2 - t1, "t_update": t3 - t2, **{f"t_{k}": v for k, v in rec.timings.items()}}
+
+    def _check_gradient(self, dW, db):
+        """Strict mode: score and freeze removed synapses; stop on a non-finite gradient."""
         if self.gradient_mode == "strict":
             for k, m in enumerate(self.masks):
                 # virtual displacement of each removed synapse, -lr * sum dL/dw (weight units)
@@ -189,15 +213,143 @@ class Trainer:
         for g in dW + db:
             if not np.all(np.isfinite(g)):
                 raise FloatingPointError("the gradient contains NaN or infinite values; stopping before the update")
-        t2 = time.perf_counter()
+
+    def _update(self, dW, db):
         self.optimizer.step(self.params, dW + db)
         for k, w in enumerate(self.params):
             if not np.all(np.isfinite(w)):
                 raise FloatingPointError(f"parameter {k} became NaN or infinite after the update")
+
+    # -- data parallelism (see sdsnn_brian.distributed) ---------------------------
+    def _local_batch(self, batch_size):
+        """Simulator size of one rank's share of a global minibatch of ``batch_size``."""
+        return -(-int(batch_size) // self.comm.size)
+
+    def _train_step_distributed(self, images, labels, rng, batch_size=None):
+        """:meth:`train_step` on this rank's contiguous share of the global minibatch.
+
+        The whole global minibatch is encoded with ``rng`` (the spikes one process
+        would draw), then sliced; the loss gradient is scaled by ``local_B / global_B``
+        so that the Allreduce sum over ranks is the one-process gradient.  Any
+        exception on a rank is turned into a :class:`RankFailedError` on every rank
+        after the Allreduce, before any rank updates its weights.
+        """
+        from .distributed import RankFailedError, injected_failure
+
+        comm = self.comm
+        t0 = time.perf_counter()
+        B = len(labels)
+        lo, hi = comm.share(B)
+        weights = self.training_weights()
+        has_bias = [b is not None for b in self.biases]
+        dW = [np.zeros_like(w) for w in self.weights]
+        db = [np.zeros_like(b) for b in self.biases if b is not None]
+        loss = correct = 0.0
+        timings, error = {}, None
+        t1 = t2 = t0
+        try:
+            injected_failure(comm.rank, getattr(self, "_step_index", None))
+            x = self.encode(images, rng)[:, lo:hi]
+            if hi > lo:
+                rec = self.simulator(self._local_batch(batch_size or B)).run(x, weights, self.biases)
+                t1 = time.perf_counter()
+                res = self.loss(rec.u[-1], rec.s[-1], labels[lo:hi])
+                scale = (hi - lo) / B
+                grads = backward(self.dynamics, x, rec.u, rec.s, weights,
+                                 None if res.grad_s is None else res.grad_s * scale,
+                                 None if res.grad_u is None else res.grad_u * scale,
+                                 self.surrogate, detach_reset=self.detach_reset, need_bias=any(has_bias))
+                dW = [g[0] for g in grads]
+                db = [g[1] for g, b in zip(grads, has_bias) if b]
+                loss = res.value * scale
+                correct = float(np.sum(np.argmax(res.scores, axis=1) == labels[lo:hi]))
+                timings = rec.timings
+            t2 = time.perf_counter()
+        except Exception as exc:  # reported to every rank below
+            error = f"{type(exc).__name__}: {exc}"
+            dW = [np.zeros_like(w) for w in self.weights]
+            db = [np.zeros_like(b) for b in self.biases if b is not None]
+        failed = np.zeros(comm.size)
+        failed[comm.rank] = error is not None
+        local = dW + db
+        summed = comm.allreduce_sum(local + [np.array([loss, correct]), failed])
         t3 = time.perf_counter()
-        correct = int(np.sum(np.argmax(res.scores, axis=1) == labels))
-        return {"loss": res.value, "correct": correct, "n": len(labels), "t_forward": t1 - t0,
-                "t_backward": t2 - t1, "t_update": t3 - t2, **{f"t_{k}": v for k, v in rec.timings.items()}}
+        if summed[-1].any():
+            errors = comm.allgather(error)
+            raise RankFailedError("; ".join(f"rank {r} failed: {errors[r]}" for r in np.flatnonzero(summed[-1])))
+        grads = [g.astype(a.dtype, copy=False) for g, a in zip(summed[:len(local)], local)]
+        dW, db = grads[:len(dW)], grads[len(dW):]
+        self._check_gradient(dW, db)
+        self._update(dW, db)
+        t4 = time.perf_counter()
+        loss, correct = summed[-2]
+        return {"loss": float(loss), "correct": int(round(correct)), "n": B, "t_forward": t1 - t0,
+                "t_backward": t2 - t1, "t_allreduce": t3 - t2, "t_update": t4 - t3,
+                **{f"t_{k}": v for k, v in timings.items()}}
+
+    def _collective_call(self, fn, *args):
+        """Run ``fn`` on every rank; an exception on any rank is raised on all of them.
+
+        The failing rank raises its own exception, the others a
+        :class:`~sdsnn_brian.distributed.RankFailedError` naming it, so no rank is
+        left waiting in a collective for one that stopped.
+        """
+        if self.comm.size == 1:
+            return fn(*args)
+        from .distributed import RankFailedError
+
+        out = err = None
+        try:
+            out = fn(*args)
+        except Exception as exc:
+            err = exc
+        errors = self.comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
+        if err is not None:
+            try:
+                err.reported_to_all_ranks = True  # the other ranks raise RankFailedError naming this one
+            except AttributeError:
+                pass
+            raise err
+        bad = [(r, e) for r, e in enumerate(errors) if e is not None]
+        if bad:
+            raise RankFailedError("; ".join(f"rank {r} failed: {e}" for r, e in bad))
+        return out
+
+    def _on_root(self, fn, *args):
+        """``fn`` on rank 0 only (its result on rank 0, None elsewhere); failures reach every rank."""
+        return self._collective_call(lambda: fn(*args) if self.comm.is_root else None)
+
+    def sync_state(self):
+        """Make every rank hold rank 0's complete state (parameters, optimiser, schedule, counters)."""
+        if self.comm.size == 1:
+            return
+        state = self.comm.bcast(self.state_dict() if self.comm.is_root else None)
+        if not self.comm.is_root:
+            self.load_state_dict(*state)
+
+    def _sync_structure(self):
+        """After a structural step: rank 0's weights, masks, biases, scores and schedule state everywhere.
+
+        Every rank ran the same step on the same state, so this changes nothing unless
+        they had drifted apart; the schedule's event log (written by rank 0 only) is
+        not sent.
+        """
+        comm = self.comm
+        payload = None
+        if comm.is_root:
+            payload = {"weights": self.weights, "masks": self.masks, "biases": self.biases,
+                       "grad_score": self.grad_score,
+                       "structure": {k: v for k, v in self.structure.state_dict().items() if not k.startswith("log.")}}
+        payload = comm.bcast(payload)
+        if comm.is_root:
+            return
+        for name in ("weights", "masks", "biases", "grad_score"):
+            for mine, theirs in zip(getattr(self, name), payload[name]):
+                if mine is not None:
+                    np.copyto(mine, theirs)
+        log = self.structure.log
+        self.structure.load_state_dict({**payload["structure"], **log.to_dict("log.")})
+        self.structure.log = log
 
     # -- evaluation -------------------------------------------------------------
     def evaluate(self, dataset, batch_size=100, seed_offset=10**6):
@@ -207,9 +359,12 @@ class Trainer:
         the same spikes at every evaluation.
         """
         x_all, y_all = as_arrays(dataset, self.net.input.size, self.net.n_classes, "validation set")
+        if self.comm.size > 1:
+            return self._evaluate_distributed(x_all, y_all, batch_size, seed_offset)
         total_loss = correct = 0.0
         sops = 0.0
-        present = [m.sum(axis=0) for m in self.masks]  # fan-out of each presynaptic neuron
+        # fan-out of each presynaptic neuron (conv and pooled layers: from their synapse maps)
+        present = [m.sum(axis=0) if cn.plain else cn.fanout(m) for m, cn in zip(self.masks, self.net.connections)]
         for k, start in enumerate(range(0, len(x_all), batch_size)):
             xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
             x, rec = self.forward(xb, np.random.default_rng([self.seed, seed_offset, k]), batch_size)
@@ -221,9 +376,46 @@ class Trainer:
         n = len(y_all)
         return {"loss": total_loss / n, "accuracy": correct / n, "sops_per_sample": sops / n}
 
+    def _evaluate_distributed(self, x_all, y_all, batch_size, seed_offset):
+        """:meth:`evaluate` with every batch encoded as one process would, then split across ranks."""
+        from .distributed import RankFailedError
+
+        comm = self.comm
+        sums = np.zeros(3)  # loss * n, correct, SOPs
+        present = [m.sum(axis=0) for m in self.masks]
+        error = None
+        try:
+            for k, start in enumerate(range(0, len(x_all), batch_size)):
+                xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
+                x = self.encode(xb, np.random.default_rng([self.seed, seed_offset, k]))
+                lo, hi = comm.share(len(yb))
+                if hi == lo:
+                    continue
+                x = x[:, lo:hi]
+                rec = self.simulator(self._local_batch(batch_size)).run(x, self.effective_weights(), self.biases)
+                res = self.loss(rec.u[-1], rec.s[-1], yb[lo:hi])
+                sums[0] += res.value * (hi - lo)
+                sums[1] += np.sum(np.argmax(res.scores, axis=1) == yb[lo:hi])
+                pre = [x] + rec.s[:-1]
+                sums[2] += sum(float(np.sum(p.sum(axis=(0, 1)) * f)) for p, f in zip(pre, present))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        failed = np.zeros(comm.size)
+        failed[comm.rank] = error is not None
+        sums, failed = comm.allreduce_sum([sums, failed])
+        if failed.any():
+            errors = comm.allgather(error)
+            raise RankFailedError("; ".join(f"rank {r} failed during evaluation: {errors[r]}"
+                                            for r in np.flatnonzero(failed)))
+        n = len(y_all)
+        return {"loss": sums[0] / n, "accuracy": sums[1] / n, "sops_per_sample": sums[2] / n}
+
     def predict(self, images, batch_size=100, seed_offset=10**6):
         """Predicted classes (argmax of the loss's scores) with the evaluation encoding."""
-        images = np.asarray(images).reshape(len(images), -1)
+        images = np.asarray(images)
+        n_in = self.net.input.size
+        if images.ndim > 2 and not (images.ndim == 3 and images.shape[-1] == n_in):  # keep [N, T, n] frames
+            images = images.reshape(len(images), -1)
         out = []
         for k, start in enumerate(range(0, len(images), batch_size)):
             xb = images[start:start + batch_size]
@@ -244,6 +436,8 @@ class Trainer:
                 g *= 0
         for w, m in zip(self.weights, self.masks):
             w *= m
+        if self.comm.size > 1:
+            self._sync_structure()
         self._call("on_structure_step", stats)
         return stats
 
@@ -258,6 +452,7 @@ class Trainer:
         evaluated after every ``eval_every``-th epoch and after the last one.
         """
         from . import callbacks as cb
+        from .distributed import RankFailedError
 
         x_all, y_all = as_arrays(train_set, self.net.input.size, self.net.n_classes, "training set")
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
@@ -268,11 +463,12 @@ class Trainer:
         self.n_train = len(y_all)
         if run_dir is not None:
             self.run_dir = run_dir
-            _check_writable(run_dir)
+            self._on_root(_check_writable, run_dir)  # only rank 0 writes the run directory
             if not any(isinstance(c, cb.RunDirectory) for c in self.callbacks):
                 self.callbacks.insert(0, cb.RunDirectory(run_dir))
             if resume:
-                cb.restore_latest(self, run_dir)
+                self._on_root(cb.restore_latest, self, run_dir)
+        self.sync_state()  # ranks start from rank 0's state (a resumed checkpoint included)
         if not any(isinstance(c, cb.ProgressLogger) for c in self.callbacks) and log_every:
             self.callbacks.append(cb.ProgressLogger(every=log_every))
         self.epochs = int(epochs)
@@ -288,10 +484,13 @@ class Trainer:
             while self.batch < n_batches:
                 k = self.batch
                 idx = order[k * batch_size:(k + 1) * batch_size]
+                self._step_index = e * n_batches + k
                 try:
                     m = self.train_step(x_all[idx], y_all[idx], np.random.default_rng([self.seed, e, k]), batch_size)
                 except FloatingPointError as exc:
                     raise FloatingPointError(_nan_message(exc, e, k, self.run_dir)) from None
+                except RankFailedError as exc:
+                    raise RankFailedError(_rank_failure_message(exc, e, k, self.run_dir)) from None
                 acc["loss"] += m["loss"] * m["n"]
                 acc["correct"] += m["correct"]
                 acc["n"] += m["n"]
@@ -347,13 +546,18 @@ class Trainer:
         for key in ("epochs", "batch_size", "n_train"):
             if hasattr(self, key):
                 cfg[key] = getattr(self, key)
+        if self.comm.size > 1:
+            cfg["ranks"] = self.comm.size
         return cfg
 
     def _call(self, hook, *args):
-        for c in self.callbacks:
-            fn = getattr(c, hook, None)
-            if fn is not None:
-                fn(self, *args)
+        def call():
+            for c in self.callbacks:
+                fn = getattr(c, hook, None)
+                if fn is not None:
+                    fn(self, *args)
+
+        self._collective_call(call)  # one process: just call()
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self):
@@ -419,6 +623,14 @@ def _nan_message(exc, epoch, batch, run_dir):
     last = latest_checkpoint(run_dir) if run_dir else None
     where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
     return f"stopped at epoch {epoch + 1}, batch {batch + 1}: {exc}; {where} (resume from it with a smaller learning rate)"
+
+
+def _rank_failure_message(exc, epoch, batch, run_dir):
+    from .checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(run_dir) if run_dir else None
+    where = f"the last checkpoint is {last} (resume from it with --resume)" if last else "no checkpoint was written yet"
+    return f"stopped at epoch {epoch + 1}, batch {batch + 1}: {exc}; {where}"
 
 
 def _jsonable_report(rep):

@@ -164,3 +164,121 @@ def torch_loss(name, u_out, s_out, labels):
         logits = u_out.gather(0, idx.unsqueeze(0)).squeeze(0)
         return F.cross_entropy(logits, labels)
     raise ValueError(name)
+
+
+# ---------------------------------------------------------------------------
+# convolution and pooling references (written without the package's code)
+# ---------------------------------------------------------------------------
+# A layer spec is a dict: {"type": "conv", "stride": (sh, sw), "padding": (ph, pw), "pool": None or
+# ((kh, kw), (sh, sw))} or {"type": "dense", "pool": ...}; "pool" is the average pooling applied to
+# the layer below's spikes before this layer. Spikes travel as [B, C, H, W] maps (or [B, n] when flat).
+
+def _np_avgpool(z, kernel, stride):
+    B, C, H, W = z.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    Ho, Wo = (H - kh) // sh + 1, (W - kw) // sw + 1
+    out = np.zeros((B, C, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            out[:, :, i, j] = z[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].mean(axis=(2, 3))
+    return out
+
+
+def _np_conv2d(x, K, stride, padding):
+    B, C, H, W = x.shape
+    O, _, kh, kw = K.shape
+    (sh, sw), (ph, pw) = stride, padding
+    xp = np.zeros((B, C, H + 2 * ph, W + 2 * pw))
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    out = np.zeros((B, O, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            patch = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            out[:, :, i, j] = np.einsum("bchw,ochw->bo", patch, K)
+    return out
+
+
+def numpy_conv_forward(dynamics, specs, weights, biases, x, in_shape):
+    """Per-step numpy simulation of a conv/pool/dense chain; ``x`` is [T, B, prod(in_shape)].
+
+    Returns ``(u_list, s_list)`` flattened channel-major to [T, B, N_l]."""
+    x = np.asarray(x, dtype=np.float64)
+    T, B, _ = x.shape
+    L = len(weights)
+    dyn = _layer_list(dynamics, L)
+    z = x.reshape((T, B) + tuple(in_shape))
+    u_list, s_list = [], []
+    for l in range(L):
+        spec, W, d = specs[l], np.asarray(weights[l], dtype=np.float64), dyn[l]
+        b = None if biases is None else biases[l]
+        currents = []
+        for t in range(T):
+            zt = z[t]
+            if spec.get("pool") is not None:
+                zt = _np_avgpool(zt, *spec["pool"])
+            if spec["type"] == "conv":
+                I = _np_conv2d(zt, W, spec["stride"], spec["padding"])
+                if b is not None:
+                    I = I + np.asarray(b)[None, :, None, None]
+            else:
+                I = zt.reshape(B, -1) @ W.T
+                if b is not None:
+                    I = I + np.asarray(b)
+            currents.append(I)
+        shape = currents[0].shape
+        p = np.full(shape, float(d.u_init))
+        u = np.zeros((T,) + shape)
+        s = np.zeros((T,) + shape)
+        for t in range(T):
+            ut = d.a * p + d.c + currents[t]
+            st = ((ut >= d.theta) if d.inclusive else (ut > d.theta)).astype(np.float64)
+            p = np.where(st > 0, d.v_reset, ut) if d.reset == "hard" else ut - d.reset_amount * st
+            u[t], s[t] = ut, st
+        u_list.append(u.reshape(T, B, -1))
+        s_list.append(s.reshape(T, B, -1))
+        z = s
+    return u_list, s_list
+
+
+def torch_conv_forward(dynamics, specs, weights, biases, x, in_shape, surrogate_name, surrogate_param,
+                       detach_reset=False):
+    """The conv/pool/dense chain in torch (``F.conv2d``, ``F.avg_pool2d``); ``weights`` are tensors.
+
+    Returns ``(u_list, s_list)`` of [T, B, N_l] tensors (flattened channel-major)."""
+    _require_torch()
+    F = torch.nn.functional
+    T, B = x.shape[0], x.shape[1]
+    L = len(weights)
+    dyn = _layer_list(dynamics, L)
+    z = x.reshape((T, B) + tuple(in_shape))
+    u_list, s_list = [], []
+    for l in range(L):
+        spec, W, d = specs[l], weights[l], dyn[l]
+        b = None if biases is None else biases[l]
+        p = None
+        us, ss = [], []
+        for t in range(T):
+            zt = z[t]
+            if spec.get("pool") is not None:
+                zt = F.avg_pool2d(zt, kernel_size=spec["pool"][0], stride=spec["pool"][1])
+            if spec["type"] == "conv":
+                I = F.conv2d(zt, W, b, stride=spec["stride"], padding=spec["padding"])
+            else:
+                I = zt.reshape(B, -1) @ W.t()
+                if b is not None:
+                    I = I + b
+            if p is None:
+                p = torch.full(I.shape, float(d.u_init), dtype=I.dtype)
+            ut = d.a * p + d.c + I
+            st = _Spike.apply(ut - d.theta, surrogate_name, surrogate_param, d.inclusive)
+            sr = st.detach() if detach_reset else st
+            p = ut * (1 - sr) + d.v_reset * sr if d.reset == "hard" else ut - d.reset_amount * sr
+            us.append(ut)
+            ss.append(st)
+        u = torch.stack(us)
+        s = torch.stack(ss)
+        u_list.append(u.reshape(T, B, -1))
+        s_list.append(s.reshape(T, B, -1))
+        z = s
+    return u_list, s_list

@@ -1,5 +1,6 @@
-"""Datasets: MNIST from idx files (complete or truncated)."""
+"""Datasets: MNIST from idx files (complete or truncated); N-MNIST and DVS-Gesture event data (``events``)."""
 
+from .events import DVSGesture, FrameSettings, NMNIST
 from .mnist import MNIST, TruncatedDataWarning, default_mnist_root, load_mnist
 
-__all__ = ["MNIST", "TruncatedDataWarning", "default_mnist_root", "load_mnist"]
+__all__ = ["NMNIST", "DVSGesture", "FrameSettings", "MNIST", "TruncatedDataWarning", "default_mnist_root", "load_mnist"]

@@ -13,12 +13,14 @@ from .rates import (clip_rate, conv_rate_coefficient, fc_rate_coefficient, regen
                     update_conv_rate, update_fc_rate)
 from .regeneration import (regeneration_candidates, removed_slots, restore_slots, slot_scores, slot_shape,
                            update_persistence, virtual_weights)
-from .schedule import LayerSpec, SDSNNConfig, StructureSchedule, fc_layer_specs, removed_synapse_report
+from .schedule import (LayerSpec, SDSNNConfig, StructureSchedule, fc_layer_specs, network_layer_specs,
+                       removed_synapse_report)
 from .spines import SpineState, SpineUpdateInfo, constrain, constrain_inplace, init_spines, update_spines
 
 __all__ = [
     # schedule
-    "SDSNNConfig", "LayerSpec", "StructureSchedule", "fc_layer_specs", "removed_synapse_report",
+    "SDSNNConfig", "LayerSpec", "StructureSchedule", "fc_layer_specs", "network_layer_specs",
+    "removed_synapse_report",
     # spines
     "SpineState", "SpineUpdateInfo", "init_spines", "update_spines", "constrain", "constrain_inplace",
     # pruning

@@ -1,0 +1,376 @@
+r"""How each trained layer forms its input current: dense, convolution, pooling.
+
+Pure numpy; :mod:`sdsnn_brian.builder` turns these maps into Brian2 objects and
+:mod:`sdsnn_brian.gradient` uses the same operators backwards.
+
+Per trained layer ``k`` a :class:`Connection` says what it sees and how:
+
+``dense``
+    ``I = W z`` with ``W`` of shape ``(N, n_in)``; ``z`` is the previous layer's
+    spikes flattened channel-major (``c*H*W + y*W + x``), or their pooled average.
+``conv``
+    ``I = K * z`` (cross-correlation with stride and zero padding, as
+    ``torch.nn.functional.conv2d``), one tied kernel ``K`` of shape
+    ``(C_out, C_in, kh, kw)``; the bias, if any, is one value per output channel.
+
+Tied weights (Brian2 2.8 has no synaptic weight sharing)
+--------------------------------------------------------
+A conv layer is one ``Synapses`` object with one synapse per (input position,
+output position) pair that a kernel entry links; synapse ``q`` carries the value
+``K.ravel()[kidx[q]]`` (:class:`SynapseMap`), written by the trainer before every
+run.  Gradients are computed per kernel entry directly (im2col), which equals
+``np.bincount(kidx, weights=per-synapse gradient)``; the tests check both.
+
+Average pooling (decision)
+--------------------------
+The SD-SNN reference pools *spikes* with ``F.avg_pool2d`` and feeds the average to
+the next trained layer, which therefore receives ``W @ avgpool(s)``: the pool is not
+a layer of neurons and has no delay.  In Brian2 the pool is a *relay group*, one
+unit per pooled position, between the two layers within the same time step:
+
+1. each spike of the layer below adds ``1/(ph*pw)`` to its window's relay unit
+   (``x += 1/4`` for 2x2; one fixed synapse per source neuron);
+2. a relay unit with ``x > 0`` emits one event; the next layer's synapses add
+   ``w * x_pre`` (so one event carries the graded average, exactly ``w * count/4``);
+3. ``x`` is put back to 0 after the next layer has read it.
+
+This is exactly ``W @ avgpool(s)`` (sums of powers of two are exact in floating
+point; only the summation order differs from numpy's), costs one synapse per
+kernel entry and pooled position -- four times fewer than folding the 1/4 factors
+into the next layer's synapses -- and one synaptic event per active window.  The
+numpy backward (:meth:`Connection.pooled` / :meth:`Connection.unpool`) mirrors it:
+the next layer's input gradient is spread back over each window with weight 1/4.
+Windows that do not fit (an odd row or column) are dropped, as in ``F.avg_pool2d``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Connection", "SynapseMap", "LayerDynamics", "connections_of", "conv2d_synapses"]
+
+#: Elements of float64 scratch (im2col columns) allowed per chunk of the conv operators.
+CHUNK_ELEMENTS = 1 << 23
+
+
+class LayerDynamics(list):
+    """A list of per-layer :class:`~sdsnn_brian.neuron.Dynamics` that also carries the
+    layers' :class:`Connection` objects (``.connections``), so that the backward pass
+    knows how each layer's input was formed."""
+
+    def __init__(self, dynamics, connections):
+        super().__init__(dynamics)
+        self.connections = list(connections)
+
+
+@dataclass
+class SynapseMap:
+    """Synapses of a tied (conv) layer: ``pre[q] -> post[q]`` carries ``param.ravel()[kidx[q]]``.
+
+    Sorted pre-major (the synapses one spike reaches lie together).
+    """
+
+    pre: np.ndarray
+    post: np.ndarray
+    kidx: np.ndarray
+
+    def __len__(self):
+        return len(self.pre)
+
+    def select(self, mask) -> "SynapseMap":
+        """The synapses whose parameter entry is present in ``mask`` (parameter-shaped 0/1)."""
+        keep = np.asarray(mask).ravel()[self.kidx] != 0
+        return SynapseMap(self.pre[keep], self.post[keep], self.kidx[keep])
+
+    def expand(self, param) -> np.ndarray:
+        """Per-synapse float64 values of a parameter-shaped array."""
+        return np.ascontiguousarray(np.asarray(param, dtype=np.float64).ravel()[self.kidx])
+
+    def reduce(self, per_synapse, shape) -> np.ndarray:
+        """Sum per-synapse values per parameter entry (the tied-weight gradient rule)."""
+        n = int(np.prod(shape))
+        return np.bincount(self.kidx, weights=per_synapse, minlength=n).reshape(shape)
+
+
+def conv2d_synapses(in_shape, out_channels, kernel, stride, padding) -> SynapseMap:
+    """All (input position, output position, kernel entry) triples of a 2-D convolution.
+
+    ``in_shape = (C_in, H, W)``; indices are channel-major flat indices of the input
+    and output maps and flat indices into the ``(C_out, C_in, kh, kw)`` kernel.
+    """
+    C_in, H, W = in_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    # spatial geometry, shared by every channel pair: output (oy, ox), kernel entry (dy, dx)
+    oy, ox, dy, dx = np.meshgrid(np.arange(Ho), np.arange(Wo), np.arange(kh), np.arange(kw), indexing="ij")
+    iy, ix = oy * sh + dy - ph, ox * sw + dx - pw
+    ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+    sp_pre = (iy * W + ix)[ok]
+    sp_post = (oy * Wo + ox)[ok]
+    sp_k = (dy * kw + dx)[ok]
+    order = np.lexsort((sp_post, sp_pre))
+    sp_pre, sp_post, sp_k = sp_pre[order], sp_post[order], sp_k[order]
+    n_sp = sp_pre.size
+    # axes (ci, spatial, co): pre = ci*H*W + spatial pre is non-decreasing, i.e. pre-major
+    shape = (C_in, n_sp, out_channels)
+    ci = np.arange(C_in, dtype=np.int64).reshape(C_in, 1, 1)
+    co = np.arange(out_channels, dtype=np.int64).reshape(1, 1, out_channels)
+    pre = np.broadcast_to(ci * (H * W) + sp_pre.reshape(1, n_sp, 1), shape).reshape(-1)
+    post = np.broadcast_to(co * (Ho * Wo) + sp_post.reshape(1, n_sp, 1), shape).reshape(-1)
+    kidx = np.broadcast_to((co * C_in + ci) * (kh * kw) + sp_k.reshape(1, n_sp, 1), shape).reshape(-1)
+    largest = max(C_in * H * W, out_channels * Ho * Wo, out_channels * C_in * kh * kw)
+    itype = np.int32 if largest < 2 ** 31 else np.int64  # int32: half the memory of a large map
+    return SynapseMap(pre.astype(itype), post.astype(itype), kidx.astype(itype))
+
+
+@dataclass
+class Connection:
+    """How trained layer ``index`` (1-based) forms its input current from the layer below.
+
+    ``in_shape``: shape of the layer below ((n,) or (C, H, W)); ``pool``: the
+    :class:`~sdsnn_brian.network.AvgPool2d` between them, or None; ``op_shape``: what
+    the operator sees (pooled shape, or ``in_shape``); ``out_shape``: this layer's
+    neurons; ``param_shape``/``bias_shape``: the trained arrays.
+    """
+
+    index: int
+    kind: str
+    in_shape: tuple
+    op_shape: tuple
+    out_shape: tuple
+    param_shape: tuple
+    bias_shape: tuple
+    pool: object = None
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    _map: SynapseMap | None = field(default=None, repr=False, compare=False)
+
+    # -- sizes ----------------------------------------------------------------
+    @property
+    def n_pre(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_op(self) -> int:
+        """Inputs of the operator (pooled positions when pooling)."""
+        return int(np.prod(self.op_shape))
+
+    @property
+    def n_post(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def fan_in(self) -> int:
+        return int(np.prod(self.param_shape[1:]))
+
+    @property
+    def plain(self) -> bool:
+        """The original fully connected case: dense, no pooling."""
+        return self.kind == "dense" and self.pool is None
+
+    @property
+    def pool_scale(self) -> float:
+        return 1.0 / (self.pool.kernel[0] * self.pool.kernel[1]) if self.pool is not None else 1.0
+
+    # -- synapses ---------------------------------------------------------------
+    def synapse_map(self) -> SynapseMap:
+        """The conv layer's synapse triples (from the operator's inputs); cached."""
+        if self.kind != "conv":
+            raise ValueError(f"layer {self.index} is dense: its synapses are all-to-all (builder.synapse_order)")
+        if self._map is None:
+            self._map = conv2d_synapses(self.op_shape, self.out_shape[0], self.kernel, self.stride, self.padding)
+        return self._map
+
+    def n_synapses(self, mask=None) -> int:
+        """Synapses of the build (present ones only when ``mask`` is given)."""
+        if self.kind == "dense":
+            return self.n_op * self.n_post if mask is None else int(np.count_nonzero(mask))
+        m = self.synapse_map()
+        return len(m) if mask is None else int(np.count_nonzero(np.asarray(mask).ravel()[m.kidx]))
+
+    def pool_members(self) -> tuple:
+        """``(source, relay)`` index arrays: which neuron below feeds which pooled position."""
+        C, H, W = self.in_shape
+        _, Hp, Wp = self.op_shape
+        (kh, kw), (sh, sw) = self.pool.kernel, self.pool.stride
+        c, py, px, a, b = np.meshgrid(np.arange(C), np.arange(Hp), np.arange(Wp), np.arange(kh), np.arange(kw),
+                                      indexing="ij")
+        src = (c * H + py * sh + a) * W + px * sw + b
+        relay = (c * Hp + py) * Wp + px
+        order = np.argsort(src.ravel(), kind="stable")
+        return src.ravel()[order].astype(np.int64), relay.ravel()[order].astype(np.int64)
+
+    def expand_bias(self, b) -> np.ndarray:
+        """Per-neuron float64 bias (a conv layer's per-channel bias repeated over positions)."""
+        b = np.asarray(b, dtype=np.float64)
+        if self.kind == "conv":
+            return np.repeat(b, self.out_shape[1] * self.out_shape[2])
+        return b
+
+    def fanout(self, mask) -> np.ndarray:
+        """Present synapses per neuron of the layer below (synaptic events per spike).
+
+        With pooling a source spike reaches its relay unit, which sends at most one event
+        per step however many of its window's sources spiked; each source is credited
+        with its relay's full fan-out (an upper bound on the events it causes)."""
+        m = np.asarray(mask)
+        if self.kind == "dense":
+            per_op = (m != 0).sum(axis=0).astype(np.float64)
+        else:
+            sm = self.synapse_map()
+            per_op = np.bincount(sm.pre, weights=(m.ravel()[sm.kidx] != 0).astype(np.float64),
+                                 minlength=self.n_op)
+        if self.pool is None:
+            return per_op
+        src, relay = self.pool_members()
+        out = np.zeros(self.n_pre)
+        np.add.at(out, src, per_op[relay])
+        return out
+
+    # -- numpy operators (forward re-simulation and backward) -------------------
+    def pooled(self, z) -> np.ndarray:
+        """``[M, n_pre]`` spikes -> ``[M, n_op]`` window averages (identity without pooling)."""
+        z = np.asarray(z)
+        if self.pool is None:
+            return z
+        M = z.shape[0]
+        C, H, W = self.in_shape
+        _, Hp, Wp = self.op_shape
+        (kh, kw), (sh, sw) = self.pool.kernel, self.pool.stride
+        z4 = z.reshape(M, C, H, W)
+        out = np.zeros((M, C, Hp, Wp))
+        for a in range(kh):
+            for b in range(kw):
+                out += z4[:, :, a:a + sh * (Hp - 1) + 1:sh, b:b + sw * (Wp - 1) + 1:sw]
+        out *= self.pool_scale
+        return out.reshape(M, -1)
+
+    def unpool(self, e) -> np.ndarray:
+        """Adjoint of :meth:`pooled`: ``[M, n_op]`` -> ``[M, n_pre]``."""
+        if self.pool is None:
+            return e
+        M = e.shape[0]
+        C, H, W = self.in_shape
+        _, Hp, Wp = self.op_shape
+        (kh, kw), (sh, sw) = self.pool.kernel, self.pool.stride
+        e4 = e.reshape(M, C, Hp, Wp) * self.pool_scale
+        if (sh, sw) == (kh, kw):  # non-overlapping windows: one broadcast write
+            out = np.empty((M, C, H, W), dtype=e4.dtype)
+            if (Hp * kh, Wp * kw) != (H, W):
+                out[:, :, Hp * kh:] = 0
+                out[:, :, :, Wp * kw:] = 0
+            out[:, :, :Hp * kh, :Wp * kw].reshape(M, C, Hp, kh, Wp, kw)[...] = e4[:, :, :, None, :, None]
+            return out.reshape(M, -1)
+        out = np.zeros((M, C, H, W), dtype=e.dtype)
+        for a in range(kh):
+            for b in range(kw):
+                out[:, :, a:a + sh * (Hp - 1) + 1:sh, b:b + sw * (Wp - 1) + 1:sw] += e4
+        return out.reshape(M, -1)
+
+    def _chunk(self) -> int:
+        _, Ho, Wo = self.out_shape
+        per_row = Ho * Wo * self.fan_in
+        return max(1, CHUNK_ELEMENTS // max(per_row, 1))
+
+    def _im2col(self, x, dtype) -> np.ndarray:
+        """``[m, n_op]`` -> columns ``[m*Ho*Wo, C_in*kh*kw]``."""
+        m = x.shape[0]
+        C, H, W = self.op_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        _, Ho, Wo = self.out_shape
+        x4 = np.asarray(x, dtype=dtype).reshape(m, C, H, W)
+        if ph or pw:
+            x4 = np.pad(x4, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        win = np.lib.stride_tricks.sliding_window_view(x4, (kh, kw), axis=(2, 3))
+        win = win[:, :, :sh * (Ho - 1) + 1:sh, :sw * (Wo - 1) + 1:sw]  # [m, C, Ho, Wo, kh, kw]
+        return win.transpose(0, 2, 3, 1, 4, 5).reshape(m * Ho * Wo, C * kh * kw)
+
+    def current(self, z, W, dtype=np.float64) -> np.ndarray:
+        """Input current ``[M, n_post]`` from the layer below's spikes ``z [M, n_pre]``."""
+        x = self.pooled(z)
+        W = np.asarray(W, dtype=dtype)
+        if self.kind == "dense":
+            return np.asarray(x, dtype=dtype) @ W.T
+        M = x.shape[0]
+        C_out, Ho, Wo = self.out_shape
+        Kmat = W.reshape(C_out, -1)
+        out = np.empty((M, C_out, Ho, Wo), dtype=dtype)
+        step = self._chunk()
+        for i in range(0, M, step):
+            cols = self._im2col(x[i:i + step], dtype)
+            r = (cols @ Kmat.T).reshape(-1, Ho, Wo, C_out)
+            out[i:i + step] = r.transpose(0, 3, 1, 2)
+        return out.reshape(M, -1)
+
+    def grad_params(self, G, z, need_bias=True, dtype=np.float64):
+        """``(dW, db)`` from ``G = dL/du [M, n_post]`` and the layer below's spikes ``z [M, n_pre]``."""
+        x = self.pooled(z)
+        if self.kind == "dense":
+            Z = np.asarray(x, dtype=dtype)
+            return G.T @ Z, (G.sum(axis=0) if need_bias else None)
+        M = G.shape[0]
+        C_out, Ho, Wo = self.out_shape
+        G4 = G.reshape(M, C_out, Ho, Wo)
+        dK = np.zeros((C_out, self.fan_in), dtype=dtype)
+        step = self._chunk()
+        for i in range(0, M, step):
+            cols = self._im2col(x[i:i + step], dtype)
+            Gm = G4[i:i + step].transpose(0, 2, 3, 1).reshape(-1, C_out)
+            dK += Gm.T @ cols
+        db = G4.sum(axis=(0, 2, 3)) if need_bias else None
+        return dK.reshape(self.param_shape), db
+
+    def grad_input(self, G, W, dtype=np.float64) -> np.ndarray:
+        """``dL/dz [M, n_pre]`` (to the layer below's spikes) from ``G = dL/du [M, n_post]``."""
+        W = np.asarray(W, dtype=dtype)
+        if self.kind == "dense":
+            return self.unpool(G @ W)
+        M = G.shape[0]
+        C, H, Wd = self.op_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        C_out, Ho, Wo = self.out_shape
+        Kmat = W.reshape(C_out, -1)
+        G4 = G.reshape(M, C_out, Ho, Wo)
+        e = np.zeros((M, C, H + 2 * ph, Wd + 2 * pw), dtype=dtype)
+        step = self._chunk()
+        for i in range(0, M, step):
+            Gm = G4[i:i + step].transpose(0, 2, 3, 1).reshape(-1, C_out)
+            dcols = (Gm @ Kmat).reshape(-1, Ho, Wo, C, kh, kw)
+            blk = e[i:i + step]
+            for a in range(kh):
+                for b in range(kw):
+                    blk[:, :, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw] += \
+                        dcols[..., a, b].transpose(0, 3, 1, 2)
+        e = e[:, :, ph:ph + H, pw:pw + Wd].reshape(M, -1)
+        return self.unpool(e)
+
+
+def connections_of(net) -> list:
+    """The :class:`Connection` of every trained layer of a :class:`~sdsnn_brian.network.Network`."""
+    from .network import AvgPool2d, Conv2d, Dense
+
+    conns = []
+    shape = net.input.shape if net.input.shape is not None else (net.input.size,)
+    pool = None
+    k = 0
+    for layer in net.layers[1:]:
+        if isinstance(layer, AvgPool2d):
+            pool = layer
+            continue
+        k += 1
+        op_shape = pool.output_shape(shape) if pool is not None else shape
+        if isinstance(layer, Conv2d):
+            out = layer.output_shape
+            conns.append(Connection(k, "conv", tuple(shape), tuple(op_shape), tuple(out),
+                                    (layer.channels, op_shape[0]) + tuple(layer.kernel), (layer.channels,),
+                                    pool, tuple(layer.kernel), tuple(layer.stride), tuple(layer.padding)))
+        elif isinstance(layer, Dense):
+            out = (layer.size,)
+            n_op = int(np.prod(op_shape))
+            conns.append(Connection(k, "dense", tuple(shape), tuple(op_shape), out, (layer.size, n_op),
+                                    (layer.size,), pool))
+        shape = out
+        pool = None
+    return conns
