@@ -363,8 +363,7 @@ class Trainer:
             return self._evaluate_distributed(x_all, y_all, batch_size, seed_offset)
         total_loss = correct = 0.0
         sops = 0.0
-        # fan-out of each presynaptic neuron (conv and pooled layers: from their synapse maps)
-        present = [m.sum(axis=0) if cn.plain else cn.fanout(m) for m, cn in zip(self.masks, self.net.connections)]
+        present = self._fanout()
         for k, start in enumerate(range(0, len(x_all), batch_size)):
             xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
             x, rec = self.forward(xb, np.random.default_rng([self.seed, seed_offset, k]), batch_size)
@@ -382,7 +381,7 @@ class Trainer:
 
         comm = self.comm
         sums = np.zeros(3)  # loss * n, correct, SOPs
-        present = [m.sum(axis=0) for m in self.masks]
+        present = self._fanout()
         error = None
         try:
             for k, start in enumerate(range(0, len(x_all), batch_size)):
@@ -409,6 +408,10 @@ class Trainer:
                                             for r in np.flatnonzero(failed)))
         n = len(y_all)
         return {"loss": sums[0] / n, "accuracy": sums[1] / n, "sops_per_sample": sums[2] / n}
+
+    def _fanout(self):
+        """Present fan-out of each presynaptic neuron per layer (conv and pooled layers: from their synapse maps)."""
+        return [m.sum(axis=0) if cn.plain else cn.fanout(m) for m, cn in zip(self.masks, self.net.connections)]
 
     def predict(self, images, batch_size=100, seed_offset=10**6):
         """Predicted classes (argmax of the loss's scores) with the evaluation encoding."""
