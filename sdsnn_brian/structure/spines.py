@@ -130,6 +130,20 @@ def init_spines(weights: np.ndarray, mask: np.ndarray | None = None) -> SpineSta
     )
 
 
+def _expand(w, r, count, excess, beyond, was_beyond, T_s, count_transitions):
+    """One bound's expansion: a synapse beyond bound ``r`` in consecutive steps accumulates
+    ``count`` and ``excess += w - r`` (a break resets both); at ``T_s`` the bound moves by the
+    mean excess and the counters restart.  Returns ``(r, count, excess, fired)``."""
+    inc = beyond & was_beyond if count_transitions else beyond
+    count = np.where(inc, count + 1.0, 0.0)
+    excess = np.where(inc, excess + (w - r), 0.0)
+    fired = count >= T_s
+    r = np.where(fired, r + excess / T_s, r)
+    count[fired] = 0.0
+    excess[fired] = 0.0
+    return r, count, excess, fired
+
+
 def update_spines(state: SpineState, w_masked: np.ndarray, T_s: int, contraction: float = 0.75,
                   count_transitions: bool = False) -> tuple[SpineState, SpineUpdateInfo]:
     """One spine-range update on the masked weights ``w = W*M``; returns the new state.
@@ -143,26 +157,14 @@ def update_spines(state: SpineState, w_masked: np.ndarray, T_s: int, contraction
         raise ValueError(f"weights shape {w.shape} != spine state shape {state.shape}")
     s = state.copy()
 
-    # expansion up
+    # expansion up (w at or above r+), then down (w at or below r-): the same rule mirrored
     above = w >= s.r_pos
-    inc = above & s.was_pos if count_transitions else above
-    s.c_pos = np.where(inc, s.c_pos + 1.0, 0.0)
-    s.d_pos = np.where(inc, s.d_pos + (w - s.r_pos), 0.0)
-    fire_pos = s.c_pos >= T_s
-    s.r_pos = np.where(fire_pos, s.r_pos + s.d_pos / T_s, s.r_pos)
-    s.c_pos[fire_pos] = 0.0
-    s.d_pos[fire_pos] = 0.0
+    s.r_pos, s.c_pos, s.d_pos, fire_pos = _expand(w, s.r_pos, s.c_pos, s.d_pos, above, s.was_pos, T_s,
+                                                   count_transitions)
     s.was_pos = above
-
-    # expansion down
     below = w <= s.r_neg
-    inc = below & s.was_neg if count_transitions else below
-    s.c_neg = np.where(inc, s.c_neg + 1.0, 0.0)
-    s.d_neg = np.where(inc, s.d_neg + (w - s.r_neg), 0.0)
-    fire_neg = s.c_neg >= T_s
-    s.r_neg = np.where(fire_neg, s.r_neg + s.d_neg / T_s, s.r_neg)
-    s.c_neg[fire_neg] = 0.0
-    s.d_neg[fire_neg] = 0.0
+    s.r_neg, s.c_neg, s.d_neg, fire_neg = _expand(w, s.r_neg, s.c_neg, s.d_neg, below, s.was_neg, T_s,
+                                                   count_transitions)
     s.was_neg = below
 
     # contraction
