@@ -36,12 +36,11 @@ with all figures is ``RUN_DIR/report/index.html``.
 import argparse
 import sys
 
-from sdsnn_brian import MNIST, Adam, CosineLR, Trainer
-from sdsnn_brian.callbacks import RunDirectory
+from sdsnn_brian import MNIST
+from sdsnn_brian.compare import compare_structures
 from sdsnn_brian.models import mnist_fc
-from sdsnn_brian.report import summarize, write_comparison
 from sdsnn_brian.runreport import write_report
-from sdsnn_brian.structure import SDSNNConfig, StructureSchedule, fc_layer_specs
+from sdsnn_brian.structure import SDSNNConfig
 
 parser = argparse.ArgumentParser(description="SD-SNN against a dense baseline on MNIST")
 parser.add_argument("--epochs", type=int, default=25)
@@ -67,31 +66,20 @@ train = MNIST(args.mnist_dir, train=True, limit=args.train_limit)
 test = MNIST(args.mnist_dir, train=False, limit=args.test_limit)
 print(f"{len(train)} training images, {len(test)} test images")
 
-results = {}
-for variant in ["dense"] + [f"sdsnn-{mode}" for mode in args.modes]:
-    # The same network, seed and budget for every variant; only the structure differs.
-    net = mnist_fc(hidden=(args.hidden,), steps=20)
-    mode = variant.split("-")[1] if variant != "dense" else "reference"
-    schedule = None
-    if variant != "dense":
-        config = SDSNNConfig(mode=mode, n_out=net.n_classes, rho0_fc=args.rho0,
-                             freeze_after=None if args.freeze_after < 0 else args.freeze_after)
-        if args.compress != 1.0:
-            config = config.compressed(args.compress)
-        schedule = StructureSchedule(fc_layer_specs(net.sizes), config)
-    run_dir = f"{args.run_dir}/{variant}"
-    trainer = Trainer(net, device="cpp_standalone", surrogate="rectangular", loss="rate_mse",
-                      optimizer=Adam(1e-3), lr_schedule=lambda opt: CosineLR(opt, T_max=args.epochs),
-                  seed=args.seed, structure=schedule,
-                      structure_every=args.structure_every, gradient_mode=mode,
-                      callbacks=[RunDirectory(run_dir, protocol=protocol)])
-    print(f"--- {variant} ---")
-    trainer.fit(train, epochs=args.epochs, batch_size=100, validation=test, run_dir=run_dir,
-                resume=args.resume, eval_every=args.eval_every)
-    results[variant] = summarize(trainer, label=variant)
 
-# One table, written next to the runs with the protocol that produced it, then the report:
+def config(mode, net):
+    cfg = SDSNNConfig(mode=mode, n_out=net.n_classes, rho0_fc=args.rho0,
+                      freeze_after=None if args.freeze_after < 0 else args.freeze_after)
+    return cfg.compressed(args.compress) if args.compress != 1.0 else cfg
+
+
+# The same network, seed and budget for every variant; only the structure differs.
+compare_structures(lambda: mnist_fc(hidden=(args.hidden,), steps=20), config, train, test,
+                   variants=["dense"] + [f"sdsnn-{mode}" for mode in args.modes], run_dir=args.run_dir,
+                   protocol=protocol, epochs=args.epochs, batch_size=100, structure_every=args.structure_every,
+                   seed=args.seed, eval_every=args.eval_every, resume=args.resume)
+
+# The table is written next to the runs with the protocol that produced it; then the report:
 # every figure (rasters, structure over time, spine ranges, synapse lifetimes, connectivity,
 # synaptic operations and energy) on one page, RUN_DIR/report/index.html.
-print(write_comparison(args.run_dir, results, protocol))
 print("report:", write_report(args.run_dir))

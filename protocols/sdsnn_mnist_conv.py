@@ -22,13 +22,11 @@ minibatches.  Data: the 6,309 shared training images, all 10,000 test images.
 """
 import argparse
 import sys
-import time
 
-from sdsnn_brian import MNIST, Adam, CosineLR, Trainer
-from sdsnn_brian.callbacks import RunDirectory
+from sdsnn_brian import MNIST
+from sdsnn_brian.compare import compare_structures
 from sdsnn_brian.models import sdsnn_conv
-from sdsnn_brian.report import summarize, write_comparison
-from sdsnn_brian.structure import SDSNNConfig, StructureSchedule, network_layer_specs
+from sdsnn_brian.structure import SDSNNConfig
 
 parser = argparse.ArgumentParser(description="SD-SNN against a dense baseline, reference conv net, MNIST")
 parser.add_argument("--epochs", type=int, default=15)
@@ -49,25 +47,15 @@ train = MNIST(train=True, limit=args.train_limit)
 test = MNIST(train=False, limit=args.test_limit)
 print(f"{len(train)} training images, {len(test)} test images")
 
-results = {}
-for variant in args.variants:
-    net = sdsnn_conv((1, 28, 28), 10, steps=20)
-    mode = "reference" if variant == "dense" else variant.split("-")[1]
-    schedule = None
-    if variant != "dense":
-        config = SDSNNConfig(mode=mode, n_out=10)
-        if args.compress != 1.0:
-            config = config.compressed(args.compress)
-        schedule = StructureSchedule(network_layer_specs(net), config)
-    run_dir = f"{args.run_dir}/{variant}"
-    trainer = Trainer(net, surrogate="rectangular", loss="rate_mse", optimizer=Adam(1e-3),
-                      lr_schedule=lambda opt: CosineLR(opt, T_max=args.epochs), seed=args.seed,
-                      structure=schedule, structure_every=args.structure_every, gradient_mode=mode,
-                      callbacks=[RunDirectory(run_dir, protocol=protocol)])
-    print(f"--- {variant}: {net.name} ---", flush=True)
-    t0 = time.perf_counter()
-    trainer.fit(train, epochs=args.epochs, batch_size=100, validation=test, run_dir=run_dir,
-                resume=args.resume, eval_every=args.eval_every)
-    results[variant] = summarize(trainer, wall_seconds=time.perf_counter() - t0, label=variant)
 
-print(write_comparison(f"{args.run_dir}/{'-'.join(args.variants)}", results, protocol))
+
+def config(mode, net):
+    cfg = SDSNNConfig(mode=mode, n_out=10)
+    return cfg.compressed(args.compress) if args.compress != 1.0 else cfg
+
+
+# The same network, seed and budget for every variant; only the structure differs.
+compare_structures(lambda: sdsnn_conv((1, 28, 28), 10, steps=20), config, train, test, variants=args.variants,
+                   run_dir=args.run_dir, protocol=protocol, epochs=args.epochs, batch_size=100,
+                   structure_every=args.structure_every, seed=args.seed, eval_every=args.eval_every,
+                   resume=args.resume, comparison_dir=f"{args.run_dir}/{'-'.join(args.variants)}")

@@ -31,12 +31,11 @@ import argparse
 import sys
 import time
 
-from sdsnn_brian import Adam, CosineLR, Direct, Trainer
-from sdsnn_brian.callbacks import RunDirectory
+from sdsnn_brian import Direct
+from sdsnn_brian.compare import compare_structures
 from sdsnn_brian.data.events import DatasetNotFound, NMNIST, FrameSettings, write_synthetic_nmnist
 from sdsnn_brian.models import sdsnn_conv
-from sdsnn_brian.report import summarize, write_comparison
-from sdsnn_brian.structure import SDSNNConfig, StructureSchedule, network_layer_specs
+from sdsnn_brian.structure import SDSNNConfig
 
 parser = argparse.ArgumentParser(description="SD-SNN against a dense baseline on N-MNIST")
 parser.add_argument("--data-dir", default=None, help="folder holding NMNIST/Train and NMNIST/Test")
@@ -82,28 +81,20 @@ _ = (train.images, test.images)  # build (or open) the frame caches
 print(f"{len(train)} training and {len(test)} test recordings, frames {train.frame_shape} x {steps} "
       f"({time.perf_counter() - t0:.1f} s to frame or load)")
 
-results = {}
-for variant in ["dense"] + [f"sdsnn-{m}" for m in args.modes]:
-    # Same network, seed and budget for every variant; only the structure differs.
-    if smoke:
-        net = sdsnn_conv(train.frame_shape, 10, channels=(4, 8), hidden=(16,), steps=steps,
-                         encoding=Direct(time_first=False))
-    else:
-        net = sdsnn_conv(train.frame_shape, 10, steps=steps, encoding=Direct(time_first=False))
-    mode = "reference" if variant == "dense" else variant.split("-")[1]
-    schedule = None
-    if variant != "dense":
-        config = SDSNNConfig(mode=mode, n_out=10, rho0_fc=0.45,
-                              rho0_conv=0.25 if smoke else 0.05).compressed(compress)  # smoke: prune a filter
-        schedule = StructureSchedule(network_layer_specs(net), config)
-    run_dir = f"{args.run_dir}/{variant}"
-    trainer = Trainer(net, surrogate="rectangular", loss="rate_mse", optimizer=Adam(1e-3),
-                      lr_schedule=lambda opt: CosineLR(opt, T_max=epochs), seed=args.seed, structure=schedule,
-                      structure_every=every, gradient_mode=mode,
-                      callbacks=[RunDirectory(run_dir, protocol=protocol)])
-    print(f"--- {variant}: {net.name}, {sum(net.sizes[1:])} neurons ---")
-    t0 = time.perf_counter()
-    trainer.fit(train, epochs=epochs, batch_size=batch, validation=test, run_dir=run_dir, log_every=0 if smoke else 20)
-    results[variant] = summarize(trainer, wall_seconds=time.perf_counter() - t0, label=variant)
 
-print(write_comparison(args.run_dir, results, protocol))
+def make_network():
+    if smoke:
+        return sdsnn_conv(train.frame_shape, 10, channels=(4, 8), hidden=(16,), steps=steps,
+                          encoding=Direct(time_first=False))
+    return sdsnn_conv(train.frame_shape, 10, steps=steps, encoding=Direct(time_first=False))
+
+
+def config(mode, net):
+    return SDSNNConfig(mode=mode, n_out=10, rho0_fc=0.45,
+                       rho0_conv=0.25 if smoke else 0.05).compressed(compress)  # smoke: prune a filter
+
+
+# The same network, seed and budget for every variant; only the structure differs.
+compare_structures(make_network, config, train, test, variants=["dense"] + [f"sdsnn-{m}" for m in args.modes],
+                   run_dir=args.run_dir, protocol=protocol, epochs=epochs, batch_size=batch,
+                   structure_every=every, seed=args.seed, log_every=0 if smoke else 20)

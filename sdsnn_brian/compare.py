@@ -1,0 +1,55 @@
+"""Structure against no structure: one network trained once per variant, side by side.
+
+:func:`compare_structures` trains the same declared network with the same seed,
+data and budget as ``'dense'`` (no schedule), ``'sdsnn-reference'`` and/or
+``'sdsnn-strict'`` (SD-SNN in that gradient mode), each in its own run directory,
+and writes the comparison table with the protocol that produced it.  The
+protocol scripts differ only in their data, network and constants.
+"""
+from __future__ import annotations
+
+import os
+
+from .callbacks import RunDirectory
+from .optim import Adam, CosineLR
+from .report import summarize, write_comparison
+from .structure import StructureSchedule, network_layer_specs
+from .trainer import Trainer
+
+__all__ = ["compare_structures", "VARIANTS"]
+
+VARIANTS = ("dense", "sdsnn-reference", "sdsnn-strict")
+
+
+def compare_structures(make_network, make_config, train, test, *, variants, run_dir, protocol, epochs,
+                       batch_size=100, structure_every=8, seed=0, eval_every=1, resume=False, log_every=10,
+                       comparison_dir=None):
+    """Train every variant and return ``{variant: summarize(...)}``.
+
+    ``make_network()`` returns a fresh declared network; ``make_config(mode, net)``
+    the :class:`~sdsnn_brian.structure.SDSNNConfig` of an SD-SNN variant.  Every
+    variant uses the rectangular surrogate, rate MSE, Adam 1e-3 with a cosine decay
+    over ``epochs``.  Runs go to ``run_dir/<variant>``; the table (``comparison.md``
+    and ``.json``) to ``comparison_dir`` (default ``run_dir``).
+    """
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    results = {}
+    for variant in variants:
+        net = make_network()
+        mode = "reference" if variant == "dense" else variant.split("-", 1)[1]
+        schedule = None
+        if variant != "dense":
+            schedule = StructureSchedule(network_layer_specs(net), make_config(mode, net))
+        sub = os.path.join(run_dir, variant)
+        trainer = Trainer(net, surrogate="rectangular", loss="rate_mse", optimizer=Adam(1e-3),
+                          lr_schedule=lambda opt: CosineLR(opt, T_max=epochs), seed=seed, structure=schedule,
+                          structure_every=structure_every, gradient_mode=mode,
+                          callbacks=[RunDirectory(sub, protocol=protocol)])
+        print(f"--- {variant}: {net.name}, {sum(net.sizes[1:])} neurons ---", flush=True)
+        trainer.fit(train, epochs=epochs, batch_size=batch_size, validation=test, run_dir=sub, resume=resume,
+                    eval_every=eval_every, log_every=log_every)
+        results[variant] = summarize(trainer, label=variant)
+    print(write_comparison(comparison_dir or run_dir, results, protocol))
+    return results
