@@ -23,13 +23,13 @@ VARIANTS = ("dense", "sdsnn-reference", "sdsnn-strict")
 
 def compare_structures(make_network, make_config, train, test, *, variants, run_dir, protocol, epochs,
                        batch_size=100, structure_every=8, seed=0, eval_every=1, resume=False, log_every=10,
-                       comparison_dir=None):
+                       comparison_dir=None, backward_dtype="float64"):
     """Train every variant and return ``{variant: summarize(...)}``.
 
     ``make_network()`` returns a fresh declared network; ``make_config(mode, net)``
     the :class:`~sdsnn_brian.structure.SDSNNConfig` of an SD-SNN variant.  Every
     variant uses the rectangular surrogate, rate MSE, Adam 1e-3 with a cosine decay
-    over ``epochs``.  Runs go to ``run_dir/<variant>``; the table (``comparison.md``
+    over ``epochs``, and a ``backward_dtype`` backward pass.  Runs go to ``run_dir/<variant>``; the table (``comparison.md``
     and ``.json``) to ``comparison_dir`` (default ``run_dir``).
     """
     unknown = [v for v in variants if v not in VARIANTS]
@@ -46,7 +46,7 @@ def compare_structures(make_network, make_config, train, test, *, variants, run_
         trainer = Trainer(net, surrogate="rectangular", loss="rate_mse", optimizer=Adam(1e-3),
                           lr_schedule=lambda opt: CosineLR(opt, T_max=epochs), seed=seed, structure=schedule,
                           structure_every=structure_every, gradient_mode=mode,
-                          callbacks=[RunDirectory(sub, protocol=protocol)])
+                          callbacks=[RunDirectory(sub, protocol=protocol)], backward_dtype=backward_dtype)
         print(f"--- {variant}: {net.name}, {sum(net.sizes[1:])} neurons ---", flush=True)
         trainer.fit(train, epochs=epochs, batch_size=batch_size, validation=test, run_dir=sub, resume=resume,
                     eval_every=eval_every, log_every=log_every)

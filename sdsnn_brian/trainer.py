@@ -93,6 +93,11 @@ class Trainer:
     callbacks : list
         Objects with any of ``on_fit_start``, ``on_batch_end``, ``on_epoch_end``,
         ``on_fit_end`` (see :mod:`sdsnn_brian.callbacks`).
+    backward_dtype : str or numpy dtype
+        Precision of the numpy backward pass, ``'float64'`` (default) or
+        ``'float32'`` (about half the time and memory on conv networks; gradients
+        agree with float64 to about 1e-6 relative).  Parameters and the optimiser
+        stay float64.
     communicator : Communicator, optional
         :mod:`sdsnn_brian.distributed`; with more than one rank the training is
         data-parallel: every rank encodes the whole global minibatch exactly as one
@@ -107,7 +112,7 @@ class Trainer:
     def __init__(self, net, device="cpp_standalone", surrogate="rectangular", loss="rate_mse",
                  optimizer=None, lr_schedule=None, detach_reset=False, seed=0, threads=0,
                  structure=None, structure_every=None, gradient_mode="reference", callbacks=(),
-                 cache_dir=None, cuda_options=None, communicator=None):
+                 cache_dir=None, cuda_options=None, communicator=None, backward_dtype="float64"):
         from .distributed import SingleProcess
         from .optim import Adam
 
@@ -123,6 +128,12 @@ class Trainer:
         if gradient_mode not in ("reference", "strict"):
             raise ValueError(f"unknown gradient_mode {gradient_mode!r}; use 'reference' or 'strict'")
         self.gradient_mode = gradient_mode
+        try:
+            self.backward_dtype = np.dtype(backward_dtype)
+        except TypeError:
+            self.backward_dtype = None
+        if self.backward_dtype is None or self.backward_dtype.name not in ("float32", "float64"):
+            raise ValueError(f"backward_dtype must be 'float32' or 'float64', got {backward_dtype!r}")
         self.seed = int(seed)
         self.threads = threads
         self.cache_dir = cache_dir
@@ -191,7 +202,7 @@ class Trainer:
         t1 = time.perf_counter()
         res = self.loss(rec.u[-1], rec.s[-1], labels)
         grads = backward(self.dynamics, x, rec.u, rec.s, weights, res.grad_s, res.grad_u,
-                         self.surrogate, detach_reset=self.detach_reset,
+                         self.surrogate, detach_reset=self.detach_reset, dtype=self.backward_dtype,
                          need_bias=any(b is not None for b in self.biases))
         dW = [g[0] for g in grads]
         db = [g[1] for g, b in zip(grads, self.biases) if b is not None]
@@ -258,7 +269,8 @@ class Trainer:
                 grads = backward(self.dynamics, x, rec.u, rec.s, weights,
                                  None if res.grad_s is None else res.grad_s * scale,
                                  None if res.grad_u is None else res.grad_u * scale,
-                                 self.surrogate, detach_reset=self.detach_reset, need_bias=any(has_bias))
+                                 self.surrogate, detach_reset=self.detach_reset, dtype=self.backward_dtype,
+                                 need_bias=any(has_bias))
                 dW = [g[0] for g in grads]
                 db = [g[1] for g, b in zip(grads, has_bias) if b]
                 loss = res.value * scale
@@ -544,6 +556,7 @@ class Trainer:
                "loss": self.loss.name, "optimizer": _describe(self.optimizer),
                "lr_schedule": _describe(self.lr_schedule), "detach_reset": self.detach_reset,
                "seed": self.seed, "threads": self.threads, "gradient_mode": self.gradient_mode,
+               "backward_dtype": self.backward_dtype.name,
                "structure_every": self.structure_every,
                "structure": _describe(self.structure)}
         for key in ("epochs", "batch_size", "n_train"):

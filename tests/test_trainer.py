@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from sdsnn_brian import MNIST, Adam, Trainer
+from sdsnn_brian import MNIST, SGD, Adam, Trainer
 from sdsnn_brian.callbacks import RunDirectory, restore_latest
 from sdsnn_brian.cli import main as cli_main
 from sdsnn_brian.models import mnist_fc
@@ -97,10 +97,28 @@ def test_bad_training_data(data, cache_dir, mutate, exc, match):
     (dict(surrogate="triangle"), "triangle"),
     (dict(loss="hinge"), "hinge"),
     (dict(gradient_mode="sparse"), "sparse"),
+    (dict(backward_dtype="float16"), "float16"),
+    (dict(backward_dtype="double-ish"), "double-ish"),
 ])
 def test_unknown_names_in_trainer(cache_dir, kw, match):
     with pytest.raises(ValueError, match=match):
         make_trainer(cache_dir, **kw)
+
+
+def test_float32_backward_matches_float64_step(data, cache_dir):
+    """One training step with the float32 backward moves the weights as the float64 one does."""
+    x, y = data[0]
+    steps = {}
+    for dt in ("float64", "float32"):
+        tr = make_trainer(cache_dir, backward_dtype=dt, optimizer=SGD(0.5))
+        w0 = [w.copy() for w in tr.weights]
+        tr.train_step(x[:BATCH], y[:BATCH], np.random.default_rng(5), BATCH)
+        steps[dt] = [w - v for w, v in zip(tr.weights, w0)]
+        assert tr.config()["backward_dtype"] == dt
+        assert all(w.dtype == np.float64 for w in tr.weights)
+    for d64, d32 in zip(steps["float64"], steps["float32"]):
+        assert np.abs(d64).max() > 0
+        np.testing.assert_allclose(d32, d64, rtol=0, atol=1e-5 * np.abs(d64).max())
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
