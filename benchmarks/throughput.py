@@ -56,6 +56,14 @@ parser.add_argument("--brian-threads", type=int, nargs="+", default=[0],
                     help="OpenMP threads of the C++ standalone build (Trainer(threads=...)); 0 = Brian2's "
                          "single-threaded build without OpenMP (default). Several values: every sdsnn_brian "
                          "configuration is measured with each (e.g. --brian-threads 0 2)")
+parser.add_argument("--backward-dtypes", nargs="+", default=["float64", "float32"],
+                    choices=["float64", "float32"],
+                    help="precision(s) of sdsnn_brian's numpy backward pass (Trainer(backward_dtype=...)); "
+                         "every sdsnn_brian configuration is measured with each (default: float64 float32; "
+                         "PyTorch and snnTorch run in float32)")
+parser.add_argument("--no-fixed-cost", action="store_true",
+                    help="skip the empty compacted build (no synapses) that measures the simulation's "
+                         "fixed per-step cost")
 parser.add_argument("--mask-layers", choices=("both", "hidden"), default="both",
                     help="which layers get the random masks: both weight matrices (default) or only "
                          "the input->hidden one")
@@ -158,6 +166,8 @@ def masks_for(density):
     """Per layer (post, pre) masks; a layer left whole gets None."""
     if density >= 1.0:
         return [None] * len(SHAPES)
+    if density == 0.0:  # the empty build: every synapse removed
+        return [np.zeros(shape) for shape in SHAPES]
     rng = np.random.default_rng([args.seed, 7, int(round(density * 10**6))])
     out = []
     for k, shape in enumerate(SHAPES):
@@ -189,13 +199,14 @@ def ms(values):
 _CHECKED = []
 
 
-def run_sdsnn(build, density, masks, cache_dir, threads):
-    """Train and infer with sdsnn_brian on one build ('dense', 'masked-dense' or 'compacted')."""
+def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
+    """Train and infer with sdsnn_brian on one build ('dense', 'masked-dense', 'compacted', or
+    'empty': compacted with no synapse at all, whose simulation time is the fixed per-step cost)."""
     net = net_factory()
     pruned = any(m is not None for m in masks)
     trainer = Trainer(net, device=DEVICE, surrogate="rectangular", loss="rate_mse", optimizer=Adam(1e-3),
                       seed=args.seed, threads=threads, cache_dir=cache_dir,
-                      gradient_mode="strict" if pruned else "reference")
+                      gradient_mode="strict" if pruned else "reference", backward_dtype=backward_dtype)
     full = [np.ones(s) if m is None else m for m, s in zip(masks, SHAPES)]
     if pruned:
         # a pruned network: removed synapses are zero, get no update ('strict') and do not exist
@@ -203,7 +214,7 @@ def run_sdsnn(build, density, masks, cache_dir, threads):
         trainer.masks = [m.copy() for m in full]
         for w, m in zip(trainer.weights, full):
             w *= m
-    if build == "compacted":
+    if build in ("compacted", "empty"):
         trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, masks=masks)
 
     # warm-up minibatch: builds (code generation + make) and runs once
@@ -224,7 +235,7 @@ def run_sdsnn(build, density, masks, cache_dir, threads):
         steps.append(m)
 
     fan_present = [m.sum(axis=0) for m in full]  # fan-out of every presynaptic neuron
-    fan_built = fan_present if build == "compacted" else [np.full(s[1], float(s[0])) for s in SHAPES]
+    fan_built = fan_present if build in ("compacted", "empty") else [np.full(s[1], float(s[0])) for s in SHAPES]
     inf = []
     for k in range(1, args.batches + 1):
         xb, _ = minibatch(k)
@@ -301,7 +312,7 @@ def run_sdsnn(build, density, masks, cache_dir, threads):
     out = {"system": "sdsnn_brian", "build": build, "density": density,
            "present_fraction": [float(m.mean()) for m in full],
            "synapses_built": int(sum(f.sum() for f in fan_built)),
-           "gradient_mode": trainer.gradient_mode, "brian_threads": threads,
+           "gradient_mode": trainer.gradient_mode, "brian_threads": threads, "backward_dtype": backward_dtype,
            "build_s": build_s, "warmup_minibatch_s": warmup_s, "project_dir": sim.project_dir,
            "train": train, "inference": inference}
     if check is not None:
@@ -566,13 +577,19 @@ def main():
             log(f"  {r['system']}: not available ({r.get('reason')})")
 
     densities = sorted(set(args.densities) | {1.0}, reverse=True)  # the dense run is every ratio's reference
-    for threads in args.brian_threads:
-        for d in densities:
-            masks = masks_for(d)
-            builds = ["dense"] if d >= 1.0 else (["masked-dense"] if not args.no_masked_dense else []) + ["compacted"]
-            for build in builds:
-                log(f"sdsnn_brian {build}, density {d}, OpenMP threads {threads} ...")
-                record(run_sdsnn(build, d, masks, cache_dir, threads))
+    for bdtype in args.backward_dtypes:
+        for threads in args.brian_threads:
+            for d in densities + ([] if args.no_fixed_cost else [0.0]):
+                masks = masks_for(d)
+                if d == 0.0:
+                    builds = ["empty"]
+                elif d >= 1.0:
+                    builds = ["dense"]
+                else:
+                    builds = (["masked-dense"] if not args.no_masked_dense else []) + ["compacted"]
+                for build in builds:
+                    log(f"sdsnn_brian {build}, density {d}, OpenMP threads {threads}, backward {bdtype} ...")
+                    record(run_sdsnn(build, d, masks, cache_dir, threads, bdtype))
 
     if not args.no_torch:
         log("pytorch (hand-written BPTT, dense) ...")
@@ -617,8 +634,11 @@ def compute_ratios(results):
     for r in results:
         if r.get("system") != "sdsnn_brian":
             continue
-        dense = _find(results, "sdsnn_brian", build="dense", brian_threads=r["brian_threads"])
-        q = {"build": r["build"], "density": r["density"], "brian_threads": r["brian_threads"]}
+        same = dict(brian_threads=r["brian_threads"], backward_dtype=r["backward_dtype"])
+        dense = _find(results, "sdsnn_brian", build="dense", **same)
+        empty = _find(results, "sdsnn_brian", build="empty", **same)
+        q = {"build": r["build"], "density": r["density"], "brian_threads": r["brian_threads"],
+             "backward_dtype": r["backward_dtype"]}
         for key, ref in (("pytorch", torch_ref), ("snntorch", snn_ref)):
             if ref is not None:
                 q[f"train_over_{key}"] = r["train"]["samples_per_s"] / ref["train"]["samples_per_s"]
@@ -633,12 +653,20 @@ def compute_ratios(results):
                                                      / dense["train"]["per_batch_ms"]["simulation"])
             q["events_over_dense"] = (r["inference"]["synaptic_events_per_sample"]
                                       / dense["inference"]["synaptic_events_per_sample"])
+            if empty is not None:
+                # simulation = fixed per-step cost (the empty build) + the synaptic part
+                fixed = empty["inference"]["simulation_ms_per_sample"]
+                q["fixed_simulation_ms_per_sample"] = fixed
+                q["synaptic_simulation_time_over_dense"] = (
+                    (r["inference"]["simulation_ms_per_sample"] - fixed)
+                    / (dense["inference"]["simulation_ms_per_sample"] - fixed))
         out.append(q)
     return out
 
 
 def _label(r):
-    return r["build"] + (f" (OpenMP {r['brian_threads']})" if r.get("brian_threads") else "")
+    return (r["build"] + (f" (OpenMP {r['brian_threads']})" if r.get("brian_threads") else "")
+            + f", backward {r.get('backward_dtype', 'float64')}")
 
 
 def _f(v, fmt="{:.0f}"):
@@ -647,18 +675,18 @@ def _f(v, fmt="{:.0f}"):
 
 def tables(report):
     res, ratios = report["results"], report["ratios"]
-    rmap = {(q["build"], q["density"], q["brian_threads"]): q for q in ratios}
+    rmap = {(q["build"], q["density"], q["brian_threads"], q["backward_dtype"]): q for q in ratios}
     lines = ["", "### Throughput (samples/s; training = forward + backward + update, both include encoding)", "",
              "| system | build | density | train /s | x PyTorch | x snnTorch | time/sample / dense | "
-             "infer /s | infer x PyTorch | sim time/sample / dense | events/sample | events/s (binary) | "
-             "events/s (simulation) | build s |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "infer /s | infer x PyTorch | sim time/sample / dense | synaptic part / dense | events/sample | "
+             "events/s (binary) | events/s (simulation) | build s |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in res:
         if not r.get("available", True):
-            lines.append(f"| {r['system']} | not available: {r.get('reason')} |" + " |" * 12)
+            lines.append(f"| {r['system']} | not available: {r.get('reason')} |" + " |" * 13)
             continue
         if r["system"] == "sdsnn_brian":
-            q = rmap.get((r["build"], r["density"], r["brian_threads"]), {})
+            q = rmap.get((r["build"], r["density"], r["brian_threads"], r["backward_dtype"]), {})
             inf = r["inference"]
             lines.append(
                 f"| sdsnn_brian | {_label(r)} | {r['density']:g} | {r['train']['samples_per_s']:.0f} | "
@@ -666,12 +694,13 @@ def tables(report):
                 f"{_f(q.get('train_time_per_sample_over_dense'), '{:.2f}')} | {inf['samples_per_s']:.0f} | "
                 f"{_f(q.get('inference_over_pytorch'), '{:.2f}')} | "
                 f"{_f(q.get('simulation_time_per_sample_over_dense'), '{:.2f}')} | "
+                f"{_f(q.get('synaptic_simulation_time_over_dense'), '{:.2f}')} | "
                 f"{inf['synaptic_events_per_sample']:.3g} | {inf['synaptic_events_per_s_binary']:.3g} | "
                 f"{inf['synaptic_events_per_s_simulation']:.3g} | {_f(r['build_s'], '{:.1f}')} |")
         else:
             lines.append(f"| {r['system']} | {'masked' if r.get('masked') else 'dense'} | {r['density']:g} | "
                          f"{r['train']['samples_per_s']:.0f} | | | | {r['inference']['samples_per_s']:.0f} | "
-                         "| | | | | |")
+                         "| | | | | | |")
     lines += ["", "### Time per training minibatch (ms, mean over the timed minibatches)", "",
               "| system | build | density | total | encode + checks | write inputs | binary (process) | "
               "simulation (inside binary) | process start + binary I/O | read results | backward | update |",
