@@ -23,11 +23,18 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a network on MNIST", description="Train a spiking network on MNIST "
                        "with surrogate gradients computed from the Brian2 simulation's recorded state.")
     g = p.add_argument_group("network")
-    g.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden layer sizes (default: 400)")
+    g.add_argument("--architecture", default="fc", choices=["fc", "conv"],
+                   help="fc: 784-hidden...-10 fully connected (default); conv: the SD-SNN reference "
+                        "C1C3-AP2-C2C3-AP2-hidden...-10 (channels from --channels)")
+    g.add_argument("--hidden", type=int, nargs="+", default=None,
+                   help="fully connected hidden layer sizes (default: 400 for fc, 300 for conv)")
+    g.add_argument("--channels", type=int, nargs="+", default=[15, 40],
+                   help="conv: channels of the 3x3 convolutions, each followed by 2x2 average pooling "
+                        "(default: 15 40)")
     g.add_argument("--neuron", default="sdsnn_lif", help="neuron model name (default: sdsnn_lif)")
     g.add_argument("--encoding", default="rate", choices=["rate", "latency"], help="input encoding")
     g.add_argument("--steps", type=int, default=20, help="time steps per sample, T (default: 20)")
-    g.add_argument("--bias", action="store_true", help="train a bias per neuron")
+    g.add_argument("--bias", action="store_true", help="train a bias per neuron (conv: always, as the reference)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=None, help="epochs (default: 25)")
     g.add_argument("--batch-size", type=int, default=100)
@@ -117,8 +124,12 @@ def _resolve_train_args(args):
         v = getattr(args, key)
         if not math.isfinite(v) or v < 0 or (key in ("lr", "compress") and v == 0):
             raise ValueError(f"--{key.replace('_', '-')} must be a finite {'positive' if key in ('lr', 'compress') else 'non-negative'} number, got {v}")
+    if args.hidden is None:
+        args.hidden = [400] if args.architecture == "fc" else [300]
     if any(h <= 0 for h in args.hidden):
         raise ValueError(f"--hidden sizes must be positive, got {args.hidden}")
+    if any(c <= 0 for c in args.channels):
+        raise ValueError(f"--channels must be positive, got {args.channels}")
     return args
 
 
@@ -179,8 +190,8 @@ def _prepare_train(args, comm=None):
     from . import SGD, Adam, CosineLR, StepLR, Trainer
     from .callbacks import RunDirectory
     from .data import MNIST
-    from .models import mnist_fc
-    from .structure import SDSNNConfig, StructureSchedule, fc_layer_specs
+    from .models import mnist_fc, sdsnn_conv
+    from .structure import SDSNNConfig, StructureSchedule, network_layer_specs
     from .surrogate import SURROGATES
 
     resume = bool(args.resume)
@@ -188,7 +199,12 @@ def _prepare_train(args, comm=None):
     # --distributed is how this process was started, not part of the run (resume with any number of ranks)
     cli_args = {k: v for k, v in vars(args).items() if k not in ("func", "command", "resume", "distributed")}
     root = comm is None or comm.is_root
-    net = mnist_fc(hidden=args.hidden, neuron=args.neuron, encoding=args.encoding, steps=args.steps, bias=args.bias)
+    if args.architecture == "conv":
+        net = sdsnn_conv((1, 28, 28), 10, channels=args.channels, hidden=args.hidden, neuron=args.neuron,
+                         encoding=args.encoding, steps=args.steps, bias=True)
+    else:
+        net = mnist_fc(hidden=args.hidden, neuron=args.neuron, encoding=args.encoding, steps=args.steps,
+                       bias=args.bias)
     if args.surrogate not in SURROGATES:
         raise ValueError(f"unknown surrogate {args.surrogate!r}; known: {sorted(SURROGATES)}")
     surrogate = {"name": args.surrogate}
@@ -210,7 +226,7 @@ def _prepare_train(args, comm=None):
     if args.sdsnn:
         config = SDSNNConfig(mode=args.gradient_mode, n_out=net.n_classes,
                              freeze_after=getattr(args, "freeze_after", None))
-        structure = StructureSchedule(fc_layer_specs(net.sizes),
+        structure = StructureSchedule(network_layer_specs(net),
                                       config.compressed(args.compress) if args.compress != 1.0 else config)
     trainer = Trainer(net, device=args.device, surrogate=surrogate, loss=args.loss, optimizer=opt,
                       lr_schedule=schedule, detach_reset=args.detach_reset, seed=args.seed, threads=args.threads,

@@ -204,3 +204,30 @@ def test_compacted_conv_build_equals_numpy(tmp_path):
     for l in range(4):
         np.testing.assert_array_equal(rec.s[l], s_ref[l])
         np.testing.assert_allclose(rec.u[l], u_ref[l], rtol=1e-12, atol=1e-12)
+
+
+def test_cli_trains_and_resumes_a_conv_network(tmp_path, monkeypatch, capsys):
+    """``sdsnn train --architecture conv --sdsnn``: the reference conv layout (small channels), structure
+    on conv2 and the hidden FC layer, and a resume that extends the run with the run's own options."""
+    import json
+
+    from sdsnn_brian.cli import main as cli_main
+
+    monkeypatch.setenv("SDSNN_CACHE_DIR", str(tmp_path / "cache"))
+    run = str(tmp_path / "run")
+    args = ["train", "--architecture", "conv", "--channels", "2", "3", "--hidden", "8", "--steps", "4",
+            "--epochs", "1", "--train-limit", "40", "--test-limit", "20", "--batch-size", "20", "--sdsnn",
+            "--structure-every", "1", "--compress", "20", "--backward-dtype", "float32", "--log-every", "0",
+            "--run-dir", run]
+    assert cli_main(args) == 0, capsys.readouterr().err
+    cfg = json.loads(open(os.path.join(run, "config.json")).read())
+    kinds = [layer["type"] for layer in cfg["network"]["layers"]]
+    assert kinds == ["conv2d", "avgpool2d", "conv2d", "avgpool2d", "dense", "dense"]
+    assert cfg["backward_dtype"] == "float32" and cfg["cli_args"]["architecture"] == "conv"
+    layers = {json.loads(line)["layer"] for line in open(os.path.join(run, "structure.jsonl"))}
+    assert layers == {0, 1, 2, 3}  # per-step statistics of every trained layer
+    assert cli_main(["train", "--resume", run, "--epochs", "2", "--log-every", "0"]) == 0, capsys.readouterr().err
+    epochs = [json.loads(line)["epoch"] for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert epochs == [1, 2]
+    last = json.loads(open(os.path.join(run, "metrics.jsonl")).read().splitlines()[-1])
+    assert len(last["synapses_present"]) == 4 and 0 <= last["compression"] < 1
