@@ -34,6 +34,7 @@ p.add_argument("--batch-size", type=int, default=None)
 p.add_argument("--steps", type=int, default=None)
 p.add_argument("--spatial-factor", type=float, default=1.0)
 p.add_argument("--threads", type=int, default=0)
+p.add_argument("--backward-dtype", default="float32", choices=["float32", "float64"])
 args = p.parse_args()
 
 rng = np.random.default_rng(0)
@@ -75,7 +76,7 @@ else:
     net = sdsnn_conv(shape, classes, steps=T)
     density = float(images.mean())
 
-tr = Trainer(net, optimizer=Adam(1e-3), seed=0, threads=args.threads)
+tr = Trainer(net, optimizer=Adam(1e-3), seed=0, threads=args.threads, backward_dtype=args.backward_dtype)
 t0 = time.perf_counter()
 tr.simulator(B).build()
 build_s = time.perf_counter() - t0
@@ -90,6 +91,7 @@ batch_s = float(np.mean(times[1:] if len(times) > 1 else times))
 n_batches = -(-n_epoch // B)
 out = {
     "dataset": args.dataset, "network": net.name, "input_shape": list(shape), "steps": T, "batch_size": B,
+    "backward_dtype": args.backward_dtype,
     "neurons": int(sum(net.sizes[1:])), "brian2_synapses": [c.n_synapses() for c in net.connections],
     "input_density": density, "build_seconds": build_s, "minibatch_seconds": times,
     "minibatch_split": splits, "framing_seconds_per_recording": frame_s,

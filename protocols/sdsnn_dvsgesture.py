@@ -46,6 +46,8 @@ parser.add_argument("--train-limit", type=int, default=None)
 parser.add_argument("--test-limit", type=int, default=None)
 parser.add_argument("--run-dir", default="runs/sdsnn_dvsgesture")
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--backward-dtype", default="float32", choices=["float32", "float64"],
+                    help="precision of the numpy backward pass (float32: about half the time)")
 args = parser.parse_args()
 protocol = "python protocols/sdsnn_dvsgesture.py " + " ".join(sys.argv[1:])
 
@@ -91,4 +93,5 @@ def config(mode, net):
 # The same network, seed and budget for every variant; only the structure differs.
 compare_structures(make_network, config, train, test, variants=["dense"] + [f"sdsnn-{m}" for m in args.modes],
                    run_dir=args.run_dir, protocol=protocol, epochs=epochs, batch_size=batch,
-                   structure_every=every, seed=args.seed, log_every=0 if smoke else 20)
+                   structure_every=every, seed=args.seed, log_every=0 if smoke else 20,
+                   backward_dtype=args.backward_dtype)
