@@ -85,26 +85,18 @@ class TrainedRun:
 
 
 def network_from_config(desc: dict):
-    """The :class:`~sdsnn_brian.network.Network` a ``config.json`` ``'network'`` entry describes."""
-    from brian2 import second
+    """The :class:`~sdsnn_brian.network.Network` a ``config.json`` ``'network'`` entry describes.
 
-    from .encoding import get_encoder
-    from .network import Dense, Input, Network
+    Rebuilt by :meth:`~sdsnn_brian.network.Network.from_description` (conv and pooling layers
+    included); :func:`load_trained_run` then refuses what the export cannot write (anything but
+    fully connected Dense layers).  Raises ``ValueError`` for a description it cannot rebuild.
+    """
+    from .network import Network
 
     try:
-        shape = desc["input"].get("shape")
-        layers = [Input(int(desc["input"]["size"]), encoding=get_encoder(desc["input"]["encoding"]),
-                        shape=tuple(shape) if shape else None)]
-        for l in desc["layers"]:
-            if l.get("type", "dense") != "dense":
-                raise ValueError(f"layer type {l.get('type')!r} cannot be exported: the export supports fully "
-                                 "connected (Dense) networks only")
-            layers.append(Dense(int(l["size"]), neuron=l["neuron"], bias=bool(l.get("bias", False)),
-                                init_gain=float(l.get("init_gain", 2.0))))
-        return Network(*layers, steps=int(desc["steps"]), dt=float(desc["dt_seconds"]) * second,
-                       name=desc.get("name", "net"))
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"config.json does not describe a network this version can rebuild ({exc!r})") from None
+        return Network.from_description(desc)
+    except ValueError as exc:
+        raise ValueError(f"config.json does not describe a network this version can rebuild ({exc})") from None
 
 
 def load_trained_run(run_dir, net=None) -> TrainedRun:

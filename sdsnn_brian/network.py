@@ -76,18 +76,30 @@ class Dense:
     ``bias``: add a trained constant input per neuron and step.
     ``init_gain``: weights start uniform in ``±gain*|theta - u_init|/sqrt(fan_in)``
     (gain 2 gives PyTorch's ``Linear`` default for the SD-SNN neuron).
+    ``stochastic``: a stochastic readout (time decoding, :mod:`sdsnn_brian.vdib`): neuron ``i``
+    spikes at step ``t`` when ``noise[t, i] < sigmoid(u_t)``, ``noise`` uniform in (0, 1) drawn in
+    numpy and passed to every run (``Simulator.run(..., noise=...)``), so every device gives the
+    same spikes.  The membrane is never reset (the model's threshold and reset are not used); it
+    must be dimensionless (e.g. ``models.stochastic_readout``).
     """
 
     size: int
     neuron: object = "sdsnn_lif"
     bias: bool = False
     init_gain: float = 2.0
+    stochastic: bool = False
 
     def __post_init__(self):
         _check_size(self.size, "Dense")
         from .models import get_neuron
 
         object.__setattr__(self, "neuron", get_neuron(self.neuron))
+        if self.stochastic:
+            from brian2 import have_same_dimensions
+
+            if not have_same_dimensions(self.neuron.unit, 1.0):
+                raise ValueError(f"a stochastic Dense layer needs a dimensionless membrane (sigmoid(u)); "
+                                 f"model {self.neuron.name!r} has unit {self.neuron.unit!r}")
 
 
 def _pair(v, what):
@@ -174,6 +186,11 @@ class AvgPool2d:
         if H < kh or W < kw:
             raise ValueError(f"AvgPool2d{self.kernel} does not fit its input of shape {shape}")
         return (C, (H - kh) // sh + 1, (W - kw) // sw + 1)
+
+
+def _from_json(v):
+    """A kernel/stride/padding entry as written by :meth:`Network.describe` (a list) back to a pair."""
+    return tuple(v) if isinstance(v, list) else v
 
 
 def _check_size(size, what):
@@ -279,6 +296,11 @@ class Network:
         return [c.param_shape for c in self.connections]
 
     @property
+    def stochastic(self) -> list[bool]:
+        """Per trained layer: is it a stochastic readout (needs noise at every run)?"""
+        return [bool(getattr(l, "stochastic", False)) for l in self.trained]
+
+    @property
     def n_classes(self) -> int:
         return self.trained[-1].size
 
@@ -290,7 +312,13 @@ class Network:
         """
         from .layers import LayerDynamics
 
-        return LayerDynamics([layer.neuron.dynamics(self.dt) for layer in self.trained], self.connections)
+        dyns = []
+        for layer in self.trained:
+            d = layer.neuron.dynamics(self.dt)
+            if getattr(layer, "stochastic", False):  # never reset: subtraction of 0
+                d = dataclasses.replace(d, reset="subtract", reset_amount=0.0, v_reset=0.0)
+            dyns.append(d)
+        return LayerDynamics(dyns, self.connections)
 
     # -- parameters ---------------------------------------------------------
     def init_params(self, rng: np.random.Generator):
@@ -320,6 +348,8 @@ class Network:
             if isinstance(l, Dense):
                 layers.append({"type": "dense", "size": l.size, "neuron": l.neuron.name, "bias": l.bias,
                                "init_gain": l.init_gain})
+                if l.stochastic:
+                    layers[-1]["stochastic"] = True
             elif isinstance(l, Conv2d):
                 layers.append({"type": "conv2d", "channels": l.channels, "kernel": list(l.kernel),
                                "stride": list(l.stride), "padding": list(l.padding), "size": l.size,
@@ -330,6 +360,53 @@ class Network:
         return {"name": self.name, "steps": self.steps, "dt_seconds": float(self.dt), "input": inp,
                 "layers": layers}
 
+    @classmethod
+    def from_description(cls, desc: dict) -> "Network":
+        """The network a :meth:`describe` dictionary (``config.json``'s ``"network"``) declares.
+
+        The inverse of :meth:`describe` for the named neuron models: Dense (with ``bias``,
+        ``init_gain`` and ``stochastic``), Conv2d (channels, kernel, stride, padding, neuron, bias,
+        init_gain) and AvgPool2d (kernel, stride) layers after an Input with its size, shape and
+        encoding, so ``Network.from_description(net.describe())`` has ``net``'s
+        :meth:`structure_key`.  Derived entries (a conv layer's ``size`` and ``output_shape``)
+        are checked against the rebuilt layer.  A description that cannot be rebuilt (a missing
+        entry, an unknown layer type or neuron model) raises ``ValueError`` saying why.
+        """
+        from brian2 import second
+
+        from .encoding import get_encoder
+
+        def rebuild(l):
+            kind = l.get("type", "dense")
+            if kind == "dense":
+                kw = {"stochastic": True} if l.get("stochastic") else {}
+                return Dense(int(l["size"]), neuron=l["neuron"], bias=bool(l.get("bias", False)),
+                             init_gain=float(l.get("init_gain", 2.0)), **kw)
+            if kind == "conv2d":
+                return Conv2d(int(l["channels"]), kernel=_from_json(l.get("kernel", 3)),
+                              stride=_from_json(l.get("stride", 1)), padding=_from_json(l.get("padding", 0)),
+                              neuron=l["neuron"], bias=bool(l.get("bias", False)),
+                              init_gain=float(l.get("init_gain", 2.0)))
+            if kind == "avgpool2d":
+                return AvgPool2d(kernel=_from_json(l.get("kernel", 2)), stride=_from_json(l.get("stride")))
+            raise ValueError(f"unknown layer type {kind!r} (known: dense, conv2d, avgpool2d)")
+
+        try:
+            inp = desc["input"]
+            shape = inp.get("shape")
+            layers = [Input(int(inp["size"]), encoding=get_encoder(inp.get("encoding", "rate")),
+                            shape=tuple(int(d) for d in shape) if shape else None)]
+            layers += [rebuild(l) for l in desc["layers"]]
+            net = cls(*layers, steps=int(desc["steps"]), dt=float(desc.get("dt_seconds", 1e-3)) * second,
+                      name=desc.get("name", "net"))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"cannot rebuild a network from this description: {exc!r}") from None
+        for l, d in zip(net.layers[1:], desc["layers"]):
+            if isinstance(l, Conv2d) and "output_shape" in d and list(l.output_shape) != list(d["output_shape"]):
+                raise ValueError(f"cannot rebuild a network from this description: a conv2d layer is described "
+                                 f"with output shape {d['output_shape']} but rebuilds with {list(l.output_shape)}")
+        return net
+
     def structure_key(self) -> str:
         """A hash of everything that changes the compiled simulation (not the weights)."""
         parts = [str(self.steps), repr(float(self.dt)), str(self.input.size)]
@@ -338,6 +415,8 @@ class Network:
         for l in self.layers[1:]:
             if isinstance(l, Dense):
                 parts += [str(l.size), str(l.bias), l.neuron.key()]
+                if l.stochastic:
+                    parts.append("stochastic")
             elif isinstance(l, Conv2d):
                 parts += ["conv2d", str(l.channels), repr((l.kernel, l.stride, l.padding)), str(l.bias),
                           l.neuron.key()]

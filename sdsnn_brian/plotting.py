@@ -26,7 +26,8 @@ from .energy import E_AC_PJ, E_MAC_PJ
 
 __all__ = ["to_ms", "spike_trains", "plot_raster", "plot_layer_rasters", "plot_membrane",
            "plot_membrane_traces", "stat_series", "plot_spine_ranges", "plot_weights_vs_ranges",
-           "plot_accuracy", "plot_loss", "plot_structure_over_time", "plot_mask", "plot_degree_distribution",
+           "plot_accuracy", "plot_loss", "plot_structure_over_time", "plot_mask", "plot_filters",
+           "plot_degree_distribution",
            "plot_input_fanout", "plot_connectivity", "plot_sops", "plot_energy_bars", "plot_energy",
            "plot_comparison", "ENERGY_CAPTION"]
 
@@ -139,14 +140,17 @@ def plot_raster(i, t, dt=None, ax=None, t_offset=0.0, label="spike", title=None,
     return ax
 
 
-def plot_layer_rasters(x, rec, samples=(0,), dt=None, ax=None, layer_names=None, labels=None, predictions=None):
+def plot_layer_rasters(x, rec, samples=(0,), dt=None, ax=None, layer_names=None, labels=None, predictions=None,
+                       max_neurons=None):
     """Rasters of the input and every trained layer for the chosen samples, aligned in time.
 
     ``x``: input spikes ``[T, B, n]``; ``rec``: a Recording (``rec.s``) or a list of ``[T, B, N]``
     spike arrays, one per trained layer.  Samples are shown one after the other, each ``T`` steps
     long (``dt``, default 1 ms), separated by dashed lines, so a spike of the input and of the
     output at the same moment sit above each other.  ``ax``: one axes per population (input first).
-    ``labels``/``predictions``: per sample, written over the output panel.
+    ``labels``/``predictions``: per sample, written over the output panel.  ``max_neurons``: a
+    population larger than this (a conv layer's maps) shows every ``k``-th neuron only,
+    ``k = ceil(N / max_neurons)``, at its own index (the y label says so).
     """
     spikes = [np.asarray(x)] + [np.asarray(s) for s in (rec.s if hasattr(rec, "s") else rec)]
     T = spikes[0].shape[0]
@@ -158,15 +162,19 @@ def plot_layer_rasters(x, rec, samples=(0,), dt=None, ax=None, layer_names=None,
     dt = 1e-3 if dt is None else dt
     T_ms = T * _seconds(dt) * 1e3
     for row, (axx, s, name) in enumerate(zip(axes, spikes, names)):
+        every = 1 if max_neurons is None else max(1, -(-s.shape[2] // int(max_neurons)))
         for n, k in enumerate(samples):
             i, t = spike_trains(s[:, k])
+            if every > 1:
+                keep = i % every == 0
+                i, t = i[keep], t[keep]
             plot_raster(i, t, dt=dt, ax=axx, t_offset=n * T_ms, label="spike" if n == 0 else None,
                         markersize=2 if s.shape[2] > 100 else 4)
         for n in range(1, len(samples)):
             axx.axvline(n * T_ms, color="tab:red", linestyle="--", linewidth=0.8,
                         label="sample boundary" if n == 1 else None)
         axx.set_ylim(-0.5, s.shape[2] - 0.5)
-        axx.set_ylabel(f"{name}\nneuron index")
+        axx.set_ylabel(f"{name}\nneuron index" + (f"\n(1 in {every} shown)" if every > 1 else ""))
         axx.set_xlim(0, len(samples) * T_ms)
         if row < len(spikes) - 1:
             axx.set_xlabel("")
@@ -360,13 +368,48 @@ def plot_structure_over_time(stats, metrics, layer_names=None, step_to_x=None, x
 
 # --------------------------------------------------------------------------- connectivity
 def plot_mask(mask, ax=None, name=None):
-    """A ``[post, pre]`` mask as an image (present synapses dark)."""
+    """A ``[post, pre]`` mask as an image (present synapses dark).
+
+    A conv kernel mask ``(C_out, C_in, kh, kw)`` is drawn as ``(C_out, C_in*kh*kw)``: one row per
+    filter, its kernel entries along the row.
+    """
     ax = _ax(ax)
     m = np.asarray(mask) != 0
+    conv = m.ndim == 4
+    if conv:
+        m = m.reshape(m.shape[0], -1)
     ax.imshow(m, aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
+    if conv:
+        c_in, kh, kw = np.shape(mask)[1:]
+        ax.set_xlabel(f"kernel entry (input channel x row x column, {c_in}x{kh}x{kw})")
+        ax.set_ylabel("output channel (filter)")
+        ax.set_title(f"Kernel mask, {name or 'layer'} ({100 * m.mean():.1f} % of entries present)")
+        return ax
     ax.set_xlabel("presynaptic neuron index")
     ax.set_ylabel("postsynaptic neuron index")
     ax.set_title(f"Mask, {name or 'layer'} ({100 * m.mean():.1f} % present)")
+    return ax
+
+
+def plot_filters(mask, ax=None, name=None):
+    """Present kernel entries per filter of a conv kernel mask ``(C_out, C_in, kh, kw)`` (bars; a
+    filter without any is pruned)."""
+    ax = _ax(ax)
+    m = np.asarray(mask) != 0
+    if m.ndim != 4:
+        raise ValueError(f"plot_filters needs a (C_out, C_in, kh, kw) kernel mask, got shape {m.shape}")
+    per = m.reshape(m.shape[0], -1).sum(axis=1)
+    alive = int((per > 0).sum())
+    ax.bar(np.arange(per.size), per, color=np.where(per > 0, "tab:blue", "tab:red"),
+           label="present entries (red: pruned filter)")
+    ax.axhline(m[0].size, color="k", linestyle="--", linewidth=1, label=f"full kernel ({m[0].size} entries)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("output channel (filter)")
+    ax.set_ylabel("present kernel entries")
+    ax.set_title(f"Filters present, {name or 'layer'} ({alive} of {per.size})")
+    _legend(ax, loc="lower right")
     return ax
 
 
@@ -386,10 +429,14 @@ def plot_degree_distribution(mask, ax=None, name=None, bins=30):
     return ax
 
 
-def plot_input_fanout(mask, ax=None, image_shape=None, name=None):
-    """The out-degree of every input (e.g. pixel) as an image of ``image_shape`` (square by default)."""
+def plot_input_fanout(mask, ax=None, image_shape=None, name=None, fanout=None):
+    """The out-degree of every input (e.g. pixel) as an image of ``image_shape`` (square by default).
+
+    ``fanout``: the out-degree per input when the mask's column sums are not it (a conv layer:
+    ``Connection.fanout(mask)``, summed over the input channels).
+    """
     ax = _ax(ax)
-    outd = (np.asarray(mask) != 0).sum(axis=0)
+    outd = (np.asarray(mask) != 0).sum(axis=0) if fanout is None else np.asarray(fanout)
     if image_shape is None:
         side = int(round(math.sqrt(outd.size)))
         if side * side != outd.size:
@@ -404,13 +451,14 @@ def plot_input_fanout(mask, ax=None, image_shape=None, name=None):
 
 
 def plot_connectivity(masks, layer_names=None, ax=None):
-    """Per layer: the mask image and the in/out degree histograms (``ax``: ``2 * L`` axes, row-major)."""
+    """Per layer: the mask image and the in/out degree histograms (``ax``: ``2 * L`` axes, row-major);
+    a conv kernel mask gets :func:`plot_filters` instead of the histograms."""
     L = len(masks)
     axes = _axes(ax, 2 * L)
     names = [f"layer {k}" for k in range(L)] if layer_names is None else list(layer_names)
     for k, m in enumerate(masks):
         plot_mask(m, axes[2 * k], names[k])
-        plot_degree_distribution(m, axes[2 * k + 1], names[k])
+        (plot_filters if np.ndim(m) == 4 else plot_degree_distribution)(m, axes[2 * k + 1], names[k])
     return axes
 
 

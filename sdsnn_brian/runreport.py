@@ -40,6 +40,8 @@ __all__ = ["RunDirectoryError", "Run", "Simulation", "FigureSpec", "FIGURES", "l
            "comparison_runs", "applicable", "make_figure", "render_figure", "write_report", "Report", "DPI"]
 
 DPI = 100
+#: rasters of larger populations (conv maps) show one neuron in ``ceil(N / RASTER_MAX_NEURONS)``
+RASTER_MAX_NEURONS = 2000
 
 
 class RunDirectoryError(FileNotFoundError):
@@ -134,27 +136,44 @@ class Run:
         self._arrays = None
         self._meta = None
         self._sim = {}
+        self._net = None
 
     # -- configuration -------------------------------------------------------------
     @property
     def structural(self) -> bool:
         return self.config.get("structure") is not None
 
+    def _trained_entries(self) -> list:
+        """The ``config["network"]["layers"]`` entries of trained layers (pooling entries left out)."""
+        return [l for l in self.config["network"]["layers"] if l.get("type", "dense") in ("dense", "conv2d")]
+
     @property
     def n_layers(self) -> int:
-        return len(self.config["network"]["layers"])
+        """Trained layers (Dense and Conv2d; an AvgPool2d is not a layer of neurons)."""
+        return len(self._trained_entries())
+
+    @property
+    def is_conv(self) -> bool:
+        """A network with conv or pooling layers (parameter-shaped, not ``[post, pre]``, conv masks)."""
+        return any(l.get("type", "dense") != "dense" for l in self.config["network"]["layers"])
 
     @property
     def layer_names(self) -> list:
+        """Trained layers' names: the structural schedule's, else those of
+        :func:`~sdsnn_brian.structure.schedule.network_layer_specs` (``fc0, fc1, ...`` for a fully
+        connected network, ``conv1, conv2, fc3, ...`` otherwise)."""
         st = self.config.get("structure")
         if st and isinstance(st, dict) and st.get("layers"):
             return [l["name"] for l in st["layers"]]
-        return [f"fc{k}" for k in range(self.n_layers)]
+        if not self.is_conv:
+            return [f"fc{k}" for k in range(self.n_layers)]
+        return [f"{'conv' if l.get('type') == 'conv2d' else 'fc'}{k + 1}"
+                for k, l in enumerate(self._trained_entries())]
 
     @property
     def population_names(self) -> list:
         """Input and every trained layer, for rasters."""
-        sizes = [self.config["network"]["input"]["size"]] + [l["size"] for l in self.config["network"]["layers"]]
+        sizes = [self.config["network"]["input"]["size"]] + [l["size"] for l in self._trained_entries()]
         names = ["input"] + [f"{n} (output)" if k == self.n_layers - 1 else n
                              for k, n in enumerate(self.layer_names)]
         return [f"{n}, {s}" for n, s in zip(names, sizes)]
@@ -214,12 +233,22 @@ class Run:
             return []
         return [k for k in range(self.n_layers) if self.spine_ranges(k) is not None]
 
-    def synapse_counts(self) -> list:
-        return [int(np.prod(s)) for s in self.weight_shapes()]
+    def synapse_counts(self, present=False) -> list:
+        """Synapses built per trained layer (a conv layer: one per kernel entry and position it links,
+        :meth:`Connection.n_synapses <sdsnn_brian.layers.Connection.n_synapses>`); ``present=True``:
+        those present under the final masks.  For a dense layer these are its matrix entries."""
+        masks = self.masks if present else [None] * self.n_layers
+        return [int(c.n_synapses(m)) for c, m in zip(self.connections, masks)]
 
     def weight_shapes(self) -> list:
-        sizes = [self.config["network"]["input"]["size"]] + [l["size"] for l in self.config["network"]["layers"]]
-        return [(sizes[k + 1], sizes[k]) for k in range(len(sizes) - 1)]
+        """Shape of each trained layer's parameter (``net.weight_shapes``: ``(N, n_in)`` for a dense
+        layer, ``(C_out, C_in, kh, kw)`` for a conv layer); also the shape of its mask."""
+        return [tuple(s) for s in self.network().weight_shapes]
+
+    @property
+    def connections(self) -> list:
+        """The :class:`~sdsnn_brian.layers.Connection` of every trained layer."""
+        return self.network().connections
 
     # -- siblings ------------------------------------------------------------------------
     def dense_sibling(self):
@@ -237,17 +266,21 @@ class Run:
         return None
 
     # -- simulation ------------------------------------------------------------------------
+    def network(self):
+        """The declared network rebuilt from ``config.json`` (cached; :meth:`Network.from_description
+        <sdsnn_brian.network.Network.from_description>`), without checking it against the checkpoint."""
+        if self._net is None:
+            from .network import Network
+
+            try:
+                self._net = Network.from_description(self.config["network"])
+            except ValueError as exc:
+                raise ValueError(f"cannot rebuild the network of {self.path!r} from config.json: {exc}") from None
+        return self._net
+
     def build_network(self):
-        from brian2 import second
-
-        from .encoding import get_encoder
-        from .network import Dense, Input, Network
-
-        n = self.config["network"]
-        layers = [Input(int(n["input"]["size"]), encoding=get_encoder(n["input"]["encoding"]))]
-        layers += [Dense(int(l["size"]), neuron=l["neuron"], bias=bool(l.get("bias", False)),
-                         init_gain=float(l.get("init_gain", 2.0))) for l in n["layers"]]
-        net = Network(*layers, steps=int(n["steps"]), dt=float(n["dt_seconds"]) * second, name=n.get("name", "net"))
+        """:meth:`network`, checked against the checkpoint's structure key (to simulate it)."""
+        net = self.network()
         self.arrays()
         key = (self._meta or {}).get("structure_key")
         if key is not None and key != net.structure_key():
@@ -286,7 +319,7 @@ class Run:
         res = tr.loss(rec.u[-1], rec.s[-1], labels)
         sim = Simulation(x=x, rec=rec, labels=labels, predictions=np.argmax(res.scores, axis=1),
                          dt=float(net.dt), theta=[d.theta for d in net.dynamics()],
-                         estimate=_en.energy_estimate(x, rec, tr.masks))
+                         estimate=_en.energy_estimate(x, rec, tr.masks, connections=net.connections))
         self._sim[key] = sim
         return sim
 
@@ -357,7 +390,7 @@ def _draw_raster(run, fig, ctx):
     ratios = [3] + [2] * (L - 2) + [1]
     axes = fig.subplots(L, 1, sharex=True, gridspec_kw={"height_ratios": ratios[:L]})
     _pl.plot_layer_rasters(sim.x, sim.rec, samples, dt=sim.dt, ax=axes, layer_names=run.population_names,
-                           labels=sim.labels, predictions=sim.predictions)
+                           labels=sim.labels, predictions=sim.predictions, max_neurons=RASTER_MAX_NEURONS)
 
 
 def _draw_membrane(run, fig, ctx):
@@ -394,9 +427,10 @@ def _draw_weights_ranges(run, fig, ctx):
 
 
 def _lifetime_data(run):
+    # events index the layer's parameter array (kernel entries of a conv layer), so lives are per entry
     out = {}
-    for k, n in enumerate(run.synapse_counts()):
-        lives = _lt.synapse_lives(run.log, k, n, run.n_steps)
+    for k, m in enumerate(run.masks):
+        lives = _lt.synapse_lives(run.log, k, m.size, run.n_steps)
         out[k] = lives
     return out
 
@@ -406,10 +440,11 @@ def _draw_lifetimes(run, fig, ctx):
     data = _lifetime_data(run)
     active = [k for k, lv in data.items() if lv.observed.any() or lv.regrown.any()]
     names = run.layer_names
+    what = ["kernel entries" if m.ndim == 4 else "lives" for m in run.masks]  # conv: lives of kernel entries
     for k in active:
         lv = data[k]
         km = _lt.kaplan_meier(lv.duration, lv.observed)
-        _lt.plot_survival(km, a, label=f"{names[k]}: all lives (n={len(lv)})",
+        _lt.plot_survival(km, a, label=f"{names[k]}: all {what[k]} (n={len(lv)})",
                                  censored_times=lv.duration[~lv.observed])
         if lv.regrown.any():
             rg = lv.select(lv.regrown)
@@ -443,6 +478,8 @@ def _draw_lifetimes(run, fig, ctx):
     d.set_ylabel("synapses (count)")
     d.set_title("Regrowth and removal of regrown synapses")
     d.margins(y=0.2)
+    if max(regrown + again, default=0) == 0:  # keep the "-" labels (drawn at 1) inside the axes
+        d.set_ylim(0, 2)
     d.legend(fontsize="small")
     fig.suptitle(f"Synapse lifetimes, {run.name} ({run.n_steps} structural steps)")
 
@@ -451,12 +488,22 @@ def _draw_connectivity(run, fig, ctx):
     masks = run.masks
     L = len(masks)
     axes = fig.subplots(L, 3, squeeze=False)
-    for k, m in enumerate(masks):
-        _pl.plot_mask(m, axes[k, 0], run.layer_names[k])
-        _pl.plot_degree_distribution(m, axes[k, 1], run.layer_names[k])
+    conns = run.connections if run.is_conv else [None] * L
+    for k, (m, c) in enumerate(zip(masks, conns)):
+        name = run.layer_names[k]
+        _pl.plot_mask(m, axes[k, 0], name)
+        if m.ndim == 4:  # conv: kernel entries per filter instead of per-neuron degrees
+            _pl.plot_filters(m, axes[k, 1], name)
+        else:
+            _pl.plot_degree_distribution(m, axes[k, 1], name)
+        if k == 0 and c is not None and len(c.in_shape) == 3:
+            # present fan-out of every input position through the layer's synapses, summed over channels
+            fan = np.asarray(c.fanout(m)).reshape(c.in_shape).sum(axis=0)
+            _pl.plot_input_fanout(m, axes[k, 2], image_shape=c.in_shape[1:], name=name, fanout=fan)
+            continue
         side = int(round(math.sqrt(m.shape[1])))
-        if k == 0 and side * side == m.shape[1]:
-            _pl.plot_input_fanout(m, axes[k, 2], name=run.layer_names[k])
+        if k == 0 and m.ndim == 2 and side * side == m.shape[1]:
+            _pl.plot_input_fanout(m, axes[k, 2], name=name)
         else:
             axes[k, 2].axis("off")
     fig.suptitle(f"Connectivity at the final checkpoint, {run.name}")
@@ -465,7 +512,9 @@ def _draw_connectivity(run, fig, ctx):
 def _energy_estimate_without_sim(run):
     last = [r for r in run.metrics if r.get("sops_per_sample") is not None]
     masks = run.masks
-    m_pr, m_de = float(_en.macs(masks).sum()), float(_en.macs(masks, pruned=False).sum())
+    conns = run.connections if run.is_conv else None
+    m_pr = float(_en.macs(masks, connections=conns).sum())
+    m_de = float(_en.macs(masks, pruned=False, connections=conns).sum())
     s = last[-1]["sops_per_sample"] if last else float("nan")
     return {"sops": s, "sops_dense": float("nan"), "macs": m_pr, "macs_dense": m_de,
             "E_snn_J": float(_en.snn_energy(s)), "E_snn_dense_J": float("nan"),
@@ -520,7 +569,9 @@ FIGURES = {s.name: s for s in [
                "histogram, removals and regrowth per step, and how many regrown synapses were removed again.",
                _draw_lifetimes, lambda r: (14, 10), ("structure",)),
     FigureSpec("connectivity", "Connectivity", "Final masks (present synapses dark), in/out degree "
-               "distributions and the present fan-out of every input pixel.", _draw_connectivity,
+               "distributions and the present fan-out of every input pixel; a conv layer shows its kernel "
+               "mask (one row per filter) and the present kernel entries per filter, and its input fan-out "
+               "counts the synapses built from each position (summed over channels).", _draw_connectivity,
                lambda r: (16, 1 + 4.2 * _n_layers(r))),
     FigureSpec("energy", "Synaptic operations and energy", "SOPs per test sample over training (this run; the "
                "dense baseline when there is one; the final spikes through all synapses) and the energy "
@@ -630,6 +681,19 @@ def _metrics_table(run):
     return head, rows
 
 
+def _synapse_rows(run):
+    """Built and present synapses per layer (conv: through the synapse map, so the fraction removed
+    is that of the simulated synapses, not of the kernel entries), or the reason they are unknown."""
+    try:
+        built, present = run.synapse_counts(), run.synapse_counts(present=True)
+    except ValueError as exc:
+        return [["synapses present / built", f"- ({exc})"]]
+    per = "; ".join(f"{n}: {p:,} of {b:,}" for n, p, b in zip(run.layer_names, present, built))
+    removed = 1 - sum(present) / max(sum(built), 1)
+    return [["synapses present / built (final masks)", f"{per}; all: {sum(present):,} of {sum(built):,} "
+                                                       f"({100 * removed:.2f} % removed)"]]
+
+
 def _summary_table(run, sim_est):
     last = run.metrics[-1]
     val = [r for r in run.metrics if r.get("val_accuracy") is not None]
@@ -638,7 +702,9 @@ def _summary_table(run, sim_est):
             ["final train accuracy", _fmt(last.get("train_accuracy"), True)],
             ["final test accuracy", _fmt(val[-1]["val_accuracy"], True) if val else "-"],
             ["best test accuracy", f"{_fmt(best['val_accuracy'], True)} (epoch {best['epoch']})" if best else "-"],
-            ["synapses removed (masked)", _fmt(last.get("compression"), True)],
+            ["kernel and weight entries removed (masked)" if run.is_conv else "synapses removed (masked)",
+             _fmt(last.get("compression"), True)],
+            *_synapse_rows(run),
             ["gradient mode", str(run.config.get("gradient_mode")) if run.structural else "dense"]]
     if run.structural:
         from .structure.events import RESTORED
