@@ -12,11 +12,12 @@
     The same membrane with reset by subtraction (``v -= v_th - v_reset``).
 """
 from brian2 import mV, ms
+import dataclasses
 import math
 
 from sdsnn_brian.neuron import NeuronModel
 
-__all__ = ["sdsnn_lif", "lif", "lif_subtract", "get_neuron", "NEURONS"]
+__all__ = ["sdsnn_lif", "lif", "lif_subtract", "stochastic_readout", "get_neuron", "NEURONS"]
 
 #: Decay per step of the SD-SNN neuron and the time constant giving it at dt = 1 ms.
 SDSNN_DECAY = 0.2
@@ -54,7 +55,15 @@ lif_subtract = NeuronModel(
     init="v_rest",
 )
 
-NEURONS = {m.name: m for m in (sdsnn_lif, lif, lif_subtract)}
+#: The stochastic readout of time decoding (:mod:`sdsnn_brian.vdib`), declared with
+#: ``Dense(n, neuron=stochastic_readout, bias=True, stochastic=True)``: the SD-SNN neuron's leaky,
+#: dimensionless membrane ``u_t = 0.2 u_{t-1} + W s_t + b``, never reset; the neuron spikes with
+#: probability ``sigmoid(u_t)``, decided by seeded uniform noise (see ``Dense(stochastic=True)``).
+#: Threshold and reset are placeholders that a stochastic layer does not use (``u_th`` sets the
+#: weight scale of ``Network.init_params``); ``with_params(tau_u=...)`` changes the leak.
+stochastic_readout = dataclasses.replace(sdsnn_lif.with_params(u_th=1.0), name="stochastic_readout", reset="u -= 0")
+
+NEURONS = {m.name: m for m in (sdsnn_lif, lif, lif_subtract, stochastic_readout)}
 
 
 def get_neuron(spec) -> NeuronModel:

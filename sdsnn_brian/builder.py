@@ -36,6 +36,13 @@ the order of its :class:`~sdsnn_brian.layers.SynapseMap`, each with its own ``w`
 relay's threshold ``x > 0`` (order ``10k-2``) sends one event per active window,
 ``syn{k}`` adds ``w * x_pre``, and the relay resets ``x = 0`` at order ``2000+k``.
 
+Stochastic readouts (``Dense(stochastic=True)``, time decoding): layer ``k`` gets a second
+``TimedArray`` ``readout_noise{k}`` of shape ``[B*T, N]`` (sample-major, like ``stim``) holding
+``logit(U)`` for uniform noise ``U`` drawn in numpy; its threshold is ``u > readout_noise{k}(t, i)``,
+i.e. ``U < sigmoid(u)``, at the same order ``10k+5``, and it has no reset (the membrane only leaks
+and is put back at each sample boundary).  The values come in through ``run_args``
+(``readout_noise{k}.values``), so every device draws no random number of its own.
+
 Synapse ``q`` of a dense layer ``k`` connects pre ``q // N_post`` to post ``q % N_post``
 (pre-major: the synapses a spike reaches lie next to each other in memory, which
 makes propagation about twice as fast as post-major order); :func:`synapse_order`
@@ -47,7 +54,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BrianObjects", "build_objects", "pack_input", "synapse_order", "present_synapses", "BITS"]
+__all__ = ["BrianObjects", "build_objects", "pack_input", "noise_table", "synapse_order", "present_synapses", "BITS"]
 
 #: Inputs packed into one TimedArray value.
 BITS = 32
@@ -99,8 +106,20 @@ class BrianObjects:
     extra: dict = field(default_factory=dict)
 
 
+def noise_table(noise) -> np.ndarray:
+    """Uniform noise ``[T, B, N]`` in (0, 1) as the ``[B*T, N]`` float64 table of logit thresholds.
+
+    A stochastic readout spikes when ``u > logit(U)``, which is ``U < sigmoid(u)``.
+    """
+    U = np.asarray(noise, dtype=np.float64)
+    T, B, N = U.shape
+    with np.errstate(divide="ignore"):
+        th = np.log(U) - np.log1p(-U)
+    return np.ascontiguousarray(np.swapaxes(th, 0, 1)).reshape(B * T, N)
+
+
 def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=None,
-                  connectivity=None) -> BrianObjects:
+                  connectivity=None, noise_values=None) -> BrianObjects:
     """Create the Brian2 objects for ``net`` running ``batch`` samples per simulation.
 
     ``stim_values``/``weights``/``biases`` set initial values (the runtime device
@@ -110,6 +129,8 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     then do not exist in the generated code at all.  For a conv layer the entry is a
     :class:`~sdsnn_brian.layers.SynapseMap` (``Connection.synapse_map().select(mask)``),
     and ``weights`` holds its kernel.
+    ``noise_values``: per trained layer ``None`` or, for a stochastic readout, its
+    ``[batch*T, N]`` threshold table (:func:`noise_table`); zeros when not given.
     """
     import brian2 as b2
 
@@ -122,8 +143,7 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     inp = b2.NeuronGroup(
         n_in,
         "blk : integer (constant)\nbitscale : 1 (constant)",
-        threshold="(floor(stim(t, blk) * bitscale) % 2) > 0.5",
-        reset="",
+        threshold="(floor(stim(t, blk) * bitscale) % 2) > 0.5",  # no reset: no resetter code object
         namespace={"stim": stim},
         name="layer0",
     )
@@ -146,7 +166,17 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
         eqs = model.equations
         if layer.bias:
             eqs = eqs + "\nb : 1 (constant)"
-        G = b2.NeuronGroup(layer.size, eqs, threshold=model.threshold, reset=model.reset,
+        threshold, reset = model.threshold, model.reset
+        stochastic = bool(getattr(layer, "stochastic", False))
+        if stochastic:  # spike when logit(U) < u, i.e. U < sigmoid(u); no reset
+            nv = None if noise_values is None else noise_values[k - 1]
+            if nv is None:
+                nv = np.zeros((batch * T, layer.size))
+            noise = b2.TimedArray(nv, dt=dt, name=f"readout_noise{k}")
+            ns[f"readout_noise{k}"] = noise
+            threshold, reset = f"{m} > readout_noise{k}(t, i)", ""
+            extra[f"readout_noise{k}"] = noise
+        G = b2.NeuronGroup(layer.size, eqs, threshold=threshold, reset=reset,
                            method=model.method, namespace=ns, name=f"layer{k}")
         G.thresholder["spike"].when = "after_synapses"
         G.thresholder["spike"].order = 10 * k + 5

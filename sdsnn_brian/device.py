@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .builder import build_objects, pack_input, present_synapses, synapse_order
+from .builder import build_objects, noise_table, pack_input, present_synapses, synapse_order
 
 __all__ = ["Simulator", "Recording", "DEVICES", "cache_root"]
 
@@ -186,6 +186,7 @@ class Simulator:
             conn_key = h.hexdigest()
         self._objects = None
         self.project_dir = None
+        self._noise = None  # the current run's readout threshold tables (stochastic layers)
         self.build_seconds = None
         if device != "runtime":
             import brian2
@@ -270,6 +271,39 @@ class Simulator:
                 raise ValueError(f"layer {k + 1} has a bias: it needs a finite array of shape {cn.bias_shape}")
         return spikes, biases
 
+    def _check_noise(self, noise, B):
+        """Per trained layer None or the [T, B, N] uniform noise of a stochastic readout."""
+        flags = self.net.stochastic
+        if not any(flags):
+            if noise is not None and any(n is not None for n in (noise if isinstance(noise, list) else [noise])):
+                raise ValueError("noise given, but this network has no stochastic layer")
+            return None
+        if noise is None:
+            raise ValueError("this network has a stochastic readout: run(..., noise=) needs its uniform noise "
+                             "[T, B, N] in (0, 1)")
+        if not isinstance(noise, list):
+            if sum(flags) != 1:
+                raise ValueError("several stochastic layers: give noise as a list, one entry per trained layer")
+            noise = [noise if f else None for f in flags]
+        if len(noise) != len(flags):
+            raise ValueError(f"noise: expected {len(flags)} entries (one per trained layer), got {len(noise)}")
+        out = []
+        for k, (n, f, layer) in enumerate(zip(noise, flags, self.net.trained), start=1):
+            if not f:
+                if n is not None:
+                    raise ValueError(f"noise given for layer {k}, which is not stochastic")
+                out.append(None)
+                continue
+            shape = (self.net.steps, B, layer.size)
+            if n is None or np.shape(n) != shape:
+                raise ValueError(f"noise of stochastic layer {k} must have shape {shape}, got "
+                                 f"{None if n is None else np.shape(n)}")
+            n = np.asarray(n, dtype=np.float64)
+            if not np.all((n > 0) & (n < 1)):
+                raise ValueError(f"noise of stochastic layer {k} must lie strictly inside (0, 1) (no NaN)")
+            out.append(n)
+        return out
+
     def expected_sizes(self) -> dict:
         """The size of every array the binary takes, by Brian2 name."""
         T, B = self.net.steps, self.batch_size
@@ -286,6 +320,8 @@ class Simulator:
                 sizes[f"syn{k}.w"] = (n_syn,)
             if layer.bias:
                 sizes[f"layer{k}.b"] = (n_post,)
+            if getattr(layer, "stochastic", False):
+                sizes[f"readout_noise{k}.values"] = (B * T, n_post)
         return sizes
 
     def check_run_args(self, run_args: dict):
@@ -303,18 +339,27 @@ class Simulator:
                 raise ValueError(f"run_args for {name}: shape {shape}, the build has {sizes[name]}")
 
     # -- running ------------------------------------------------------------
-    def run(self, spikes, weights, biases=None) -> Recording:
+    def run(self, spikes, weights, biases=None, noise=None) -> Recording:
         """Simulate one minibatch.
 
         ``spikes``: [T, B, n_in] 0/1 input; ``weights``: per layer (post, pre)
         arrays (already masked; a conv layer's kernel ``(C_out, C_in, kh, kw)``, expanded
         here to one value per synapse); ``biases``: per layer arrays or None.
+        ``noise``: only for a network with a stochastic readout (``Dense(stochastic=True)``):
+        its uniform noise [T, B, N] in (0, 1) (or a list, one entry per trained layer, None
+        for deterministic layers); neuron ``i`` spikes at step ``t`` when ``noise < sigmoid(u)``.
         """
         spikes, biases = self._check(spikes, weights, biases)
         B = spikes.shape[1]
+        noise = self._check_noise(noise, B)
         if B < self.batch_size:
             pad = np.zeros((spikes.shape[0], self.batch_size - B, spikes.shape[2]), spikes.dtype)
             spikes = np.concatenate([spikes, pad], axis=1)
+            if noise is not None:
+                noise = [None if n is None else
+                         np.concatenate([n, np.full((n.shape[0], self.batch_size - B, n.shape[2]), 0.5)], axis=1)
+                         for n in noise]
+        self._noise = None if noise is None else [None if n is None else noise_table(n) for n in noise]
         if self.device == "runtime":
             rec = self._run_runtime(spikes, weights, biases)
         else:
@@ -342,6 +387,8 @@ class Simulator:
                 named[f"syn{k}.w"] = synapse_order(w, conn)
             if layer.bias:
                 named[f"layer{k}.b"] = cn.expand_bias(b)
+            if getattr(layer, "stochastic", False):
+                named[f"readout_noise{k}.values"] = self._noise[k - 1]
         self.check_run_args(named)
         # Each simulator writes its inputs to files of its own (Brian2's run_args would put them
         # under a content hash in the shared static_arrays/ folder, where two processes with the
@@ -372,7 +419,7 @@ class Simulator:
         b2.set_device("runtime")
         b2.defaultclock.dt = self.net.dt
         objs = build_objects(self.net, self.batch_size, stim_values=pack_input(spikes), weights=weights,
-                             biases=biases, connectivity=self.connectivity)
+                             biases=biases, connectivity=self.connectivity, noise_values=self._noise)
         t1 = time.perf_counter()
         objs.network.run(objs.duration)
         t2 = time.perf_counter()
