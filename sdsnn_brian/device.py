@@ -28,7 +28,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 

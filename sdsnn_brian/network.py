@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .neuron import NeuronModel
 
 __all__ = ["Network", "Input", "Dense", "Conv2d", "AvgPool2d"]
 

@@ -7,7 +7,6 @@ exact protocol that produced them.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np

@@ -19,10 +19,8 @@ batch boundary continues exactly as the uninterrupted run would.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
-import warnings
 
 import numpy as np
 
