@@ -21,33 +21,16 @@ shortcut, and is reported as such.
     python protocols/sdsnn_dvsgesture.py --data-dir DIR    # DIR/DVSGesture/ibmGestureTrain/user01_.../<label>.npy
     python protocols/sdsnn_dvsgesture.py --smoke           # synthetic data in the same layout, seconds
 """
-import argparse
 import sys
-import time
 
 from sdsnn_brian import Direct
-from sdsnn_brian.compare import compare_structures
+from sdsnn_brian.compare import compare_structures, event_protocol_parser
 from sdsnn_brian.data.events import DatasetNotFound, DVSGesture, FrameSettings, write_synthetic_dvsgesture
 from sdsnn_brian.models import sdsnn_conv
 from sdsnn_brian.structure import SDSNNConfig
 
-parser = argparse.ArgumentParser(description="SD-SNN against a dense baseline on DVS-Gesture")
-parser.add_argument("--data-dir", default=None, help="folder holding DVSGesture/ibmGestureTrain and ibmGestureTest")
-parser.add_argument("--smoke", action="store_true", help="synthetic data, tiny network, seconds")
-parser.add_argument("--epochs", type=int, default=None)
-parser.add_argument("--steps", type=int, default=64, help="time bins per recording (T)")
-parser.add_argument("--denoise", type=float, default=None, help="tonic Denoise filter time (us)")
-parser.add_argument("--spatial-factor", type=float, default=None, help="tonic Downsample factor")
-parser.add_argument("--batch-size", type=int, default=None)
-parser.add_argument("--structure-every", type=int, default=None, help="minibatches between structural steps")
-parser.add_argument("--compress", type=float, default=None, help="shrink the structural timeline by this factor")
-parser.add_argument("--modes", nargs="+", default=["reference"], choices=["reference", "strict"])
-parser.add_argument("--train-limit", type=int, default=None)
-parser.add_argument("--test-limit", type=int, default=None)
-parser.add_argument("--run-dir", default="runs/sdsnn_dvsgesture")
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--backward-dtype", default="float32", choices=["float32", "float64"],
-                    help="precision of the numpy backward pass (float32: about half the time)")
+parser = event_protocol_parser("DVS-Gesture", data_help="folder holding DVSGesture/ibmGestureTrain and ibmGestureTest", steps=64,
+                               run_dir="runs/sdsnn_dvsgesture")
 args = parser.parse_args()
 protocol = "python protocols/sdsnn_dvsgesture.py " + " ".join(sys.argv[1:])
 
@@ -68,14 +51,9 @@ if smoke and data_dir is None:
 # Recordings -> binary frames [T, 2, H, W], computed once and cached on disk.
 frames = FrameSettings(n_time_bins=steps, denoise=args.denoise, spatial_factor=factor)
 try:
-    train = DVSGesture(data_dir, train=True, frames=frames, limit=args.train_limit, verbose=True)
-    test = DVSGesture(data_dir, train=False, frames=frames, limit=args.test_limit, verbose=True)
+    train, test = DVSGesture.splits(data_dir, frames, args.train_limit, args.test_limit)
 except DatasetNotFound as exc:  # says where to get the data and how to lay it out
     sys.exit(str(exc))
-t0 = time.perf_counter()
-_ = (train.images, test.images)  # build (or open) the frame caches
-print(f"{len(train)} training and {len(test)} test recordings, frames {train.frame_shape} x {steps} "
-      f"({time.perf_counter() - t0:.1f} s to frame or load)")
 
 
 def make_network():

@@ -8,6 +8,7 @@ protocol scripts differ only in their data, network and constants.
 """
 from __future__ import annotations
 
+import argparse
 import os
 
 from .callbacks import RunDirectory
@@ -16,7 +17,7 @@ from .report import summarize, write_comparison
 from .structure import StructureSchedule, network_layer_specs
 from .trainer import Trainer
 
-__all__ = ["compare_structures", "VARIANTS"]
+__all__ = ["compare_structures", "event_protocol_parser", "VARIANTS"]
 
 VARIANTS = ("dense", "sdsnn-reference", "sdsnn-strict")
 
@@ -53,3 +54,28 @@ def compare_structures(make_network, make_config, train, test, *, variants, run_
         results[variant] = summarize(trainer, label=variant)
     print(write_comparison(comparison_dir or run_dir, results, protocol))
     return results
+
+
+def event_protocol_parser(dataset: str, *, data_help: str, steps: int, run_dir: str) -> argparse.ArgumentParser:
+    """The command line of the event-data protocols (N-MNIST, DVS-Gesture): data folder or
+    ``--smoke``, framing (``--steps``, ``--denoise``, ``--spatial-factor``), budget and structure
+    options (``None`` where the protocol picks its own default, smoke or real), variants, seed and
+    the backward precision."""
+    p = argparse.ArgumentParser(description=f"SD-SNN against a dense baseline on {dataset}")
+    p.add_argument("--data-dir", default=None, help=data_help)
+    p.add_argument("--smoke", action="store_true", help="synthetic data, tiny network, seconds")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--steps", type=int, default=steps, help="time bins per recording (T)")
+    p.add_argument("--denoise", type=float, default=None, help="tonic Denoise filter time (us)")
+    p.add_argument("--spatial-factor", type=float, default=None, help="tonic Downsample factor")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--structure-every", type=int, default=None, help="minibatches between structural steps")
+    p.add_argument("--compress", type=float, default=None, help="shrink the structural timeline by this factor")
+    p.add_argument("--modes", nargs="+", default=["reference"], choices=["reference", "strict"])
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--run-dir", default=run_dir)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backward-dtype", default="float32", choices=["float32", "float64"],
+                   help="precision of the numpy backward pass (float32: about half the time)")
+    return p

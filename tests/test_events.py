@@ -83,6 +83,17 @@ def test_synthetic_nmnist_through_the_dataset_class(tmp_path):
     assert len(test) == 5 and len(set(test.labels.tolist())) == 5  # spread over the classes
 
 
+def test_splits_build_both_caches(tmp_path, capsys):
+    write_synthetic_nmnist(tmp_path / "data", n_train_per_class=2, n_test_per_class=1)
+    frames = FrameSettings(n_time_bins=4)
+    train, test = NMNIST.splits(tmp_path / "data", frames, test_limit=5, cache_dir=tmp_path / "cache")
+    assert (len(train), len(test)) == (20, 5) and train.train and not test.train
+    assert (train.cache_path() / "complete").exists() and (test.cache_path() / "complete").exists()
+    assert "20 training and 5 test recordings, frames (2, 34, 34) x 4" in capsys.readouterr().out
+    with pytest.raises(DatasetNotFound):
+        NMNIST.splits(tmp_path / "nowhere", frames, cache_dir=tmp_path / "cache")
+
+
 def test_synthetic_dvsgesture_through_the_dataset_class(tmp_path):
     write_synthetic_dvsgesture(tmp_path, users_train=(1,), users_test=(24, 25), events=800)
     frames = FrameSettings(n_time_bins=None, time_window=100e3, steps=10, spatial_factor=0.25)

@@ -43,6 +43,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,6 +343,20 @@ class EventDataset:
         return read_events(self.files[index])[0]
 
     # -- access ------------------------------------------------------------------
+    @classmethod
+    def splits(cls, data_dir=None, frames: FrameSettings | None = None, train_limit: int | None = None,
+               test_limit: int | None = None, cache_dir=None, verbose: bool = True):
+        """``(train, test)`` with their frame caches built (or opened), and one line saying how many
+        recordings, which frames and how long framing took.  Raises :class:`DatasetNotFound`."""
+        train = cls(data_dir, train=True, frames=frames, cache_dir=cache_dir, limit=train_limit, verbose=verbose)
+        test = cls(data_dir, train=False, frames=frames, cache_dir=cache_dir, limit=test_limit, verbose=verbose)
+        t0 = time.perf_counter()
+        _ = (train.images, test.images)
+        if verbose:
+            print(f"{len(train)} training and {len(test)} test recordings, frames {train.frame_shape} x "
+                  f"{train.frames.T} ({time.perf_counter() - t0:.1f} s to frame or load)", flush=True)
+        return train, test
+
     def __len__(self) -> int:
         return len(self.files)
 
