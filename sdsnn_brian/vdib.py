@@ -427,12 +427,17 @@ class VDIBTrainer:
         return m
 
     # -- checkpoints --------------------------------------------------------------------------
-    def state_dict(self):
-        """``(arrays, meta)``: everything a resumed run needs -- encoder and decoder parameters,
-        both optimisers' moments, the score-function baselines, the epoch and the history."""
+    def param_arrays(self) -> dict:
+        """The trained arrays by name: encoder weights ``W{k}``, biases ``b{k}``, decoder ``dec.{i}``."""
         arrays = {f"W{k}": w for k, w in enumerate(self.W)}
         arrays.update({f"b{k}": b for k, b in enumerate(self.b) if b is not None})
         arrays.update(self.decoder.state())
+        return arrays
+
+    def state_dict(self):
+        """``(arrays, meta)``: everything a resumed run needs -- encoder and decoder parameters,
+        both optimisers' moments, the score-function baselines, the epoch and the history."""
+        arrays = self.param_arrays()
         for prefix, opt in (("enc_optim/", self.enc_opt), ("dec_optim/", self.dec_opt)):
             for key, v in opt.state_dict().items():
                 arrays[prefix + key] = np.asarray(v)
@@ -529,10 +534,7 @@ class VDIBTrainer:
                 save_checkpoint(os.path.join(run_dir, f"ckpt-{self.epoch:04d}.npz"), *self.state_dict())
                 prune_checkpoints(run_dir, keep=2)
         if run_dir:
-            arrays = {f"W{k}": w for k, w in enumerate(self.W)}
-            arrays.update({f"b{k}": b for k, b in enumerate(self.b) if b is not None})
-            arrays.update(self.decoder.state())
-            save_checkpoint(os.path.join(run_dir, "params.npz"), arrays, {"epoch": self.epoch})
+            save_checkpoint(os.path.join(run_dir, "params.npz"), self.param_arrays(), {"epoch": self.epoch})
             write_json_atomic(os.path.join(run_dir, "summary.json"),
                               {"final": self.history[-1] if self.history else {}, "config": self.config(),
                                "wall_seconds": time.perf_counter() - t_start,
