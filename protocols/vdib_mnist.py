@@ -129,7 +129,7 @@ sweep += [r for r in runs if r["task"] == "reconstruct" and r["decoding"] == "ti
 sweep_rows = [[f"{s['beta']:g}", f"{s['test']['rate']:.3f}", f"{s['test']['p_fire']:.3f}",
                f"{s['test']['kl']:.1f}", f"{s['test']['distortion']:.2f}", f"{s['test']['bce']:.4f}",
                f"{s['test']['mse']:.4f}"] for s in sorted(sweep, key=lambda s: s["beta"])]
-report = [f"# VDIB on MNIST: time decoding vs rate decoding\n",
+report = ["# VDIB on MNIST: time decoding vs rate decoding\n",
           f"Command: `{command}`\n",
           f"Encoder 784-{args.hidden}(LIF)-{args.readouts}(stochastic), T = {args.steps}, {args.encoding}-coded input; "
           f"decoder {args.decoder} (hidden {args.decoder_hidden}); estimator {args.estimator}; beta {args.beta:g}, "
