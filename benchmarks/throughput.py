@@ -10,8 +10,12 @@ Systems measured:
 * ``sdsnn_brian`` on ``cpp_standalone`` through ``Trainer.train_step`` (training) and
   ``Trainer.forward`` (inference), at every density twice: ``masked-dense`` (all-to-all
   build, removed synapses have zero weight) and ``compacted`` (the build holds only the
-  present synapses: ``Simulator(..., masks=...)`` installed as the trainer's simulator).
-  At 100 % both are the same all-to-all build, measured once as ``dense``.
+  present synapses: ``Simulator(..., masks=..., compact_below=1.01)`` installed as the
+  trainer's simulator).  At 100 % both are the same all-to-all build, measured once as
+  ``dense``; ``dense-brian2-code`` is that build with Brian2's own event propagation
+  (``event_code='brian2'``: spike queue) instead of sdsnn_brian's (``sdsnn_brian.codegen``).
+  ``Simulator``'s default (``compact_below=0.2``) gives the masked-dense build at 50 and 25 %
+  and the compacted one at 10 %.
 * ``pytorch``: a hand-written BPTT loop of exactly the same discretised model and loss
   (step by step through both layers, the usual way of writing it; the reference of the ratios);
   ``pytorch-layerwise``: the same model with each layer's input current computed for all
@@ -75,6 +79,8 @@ parser.add_argument("--cache-dir", default=None,
 parser.add_argument("--fresh-cache", action="store_true",
                     help="build into a new temporary cache directory, so build times include compilation")
 parser.add_argument("--no-masked-dense", action="store_true", help="skip the masked-dense sdsnn_brian runs")
+parser.add_argument("--no-brian2-code", action="store_true",
+                    help="skip the dense run with Brian2's own event code (Simulator(event_code='brian2'))")
 parser.add_argument("--no-torch", action="store_true", help="skip PyTorch and snnTorch")
 parser.add_argument("--no-snntorch", action="store_true", help="skip snnTorch")
 parser.add_argument("--no-layerwise", action="store_true", help="skip the pytorch-layerwise variant")
@@ -214,8 +220,11 @@ def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
         trainer.masks = [m.copy() for m in full]
         for w, m in zip(trainer.weights, full):
             w *= m
-    if build in ("compacted", "empty"):
-        trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, masks=masks)
+    if build in ("compacted", "empty"):  # every masked layer compacted, whatever its density
+        trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, masks=masks,
+                                 compact_below=1.01)
+    elif build == "dense-brian2-code":  # Brian2's own event propagation (spike queue), for comparison
+        trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, event_code="brian2")
 
     # warm-up minibatch: builds (code generation + make) and runs once
     t0 = perf()
@@ -584,7 +593,7 @@ def main():
                 if d == 0.0:
                     builds = ["empty"]
                 elif d >= 1.0:
-                    builds = ["dense"]
+                    builds = ["dense"] + ([] if args.no_brian2_code else ["dense-brian2-code"])
                 else:
                     builds = (["masked-dense"] if not args.no_masked_dense else []) + ["compacted"]
                 for build in builds:

@@ -44,9 +44,11 @@ and is put back at each sample boundary).  The values come in through ``run_args
 (``readout_noise{k}.values``), so every device draws no random number of its own.
 
 Synapse ``q`` of a dense layer ``k`` connects pre ``q // N_post`` to post ``q % N_post``
-(pre-major: the synapses a spike reaches lie next to each other in memory, which
-makes propagation about twice as fast as post-major order); :func:`synapse_order`
-maps a (post, pre) weight matrix to that order.
+(pre-major: the synapses a spike reaches lie next to each other in memory, and on
+C++ standalone the event code of :mod:`sdsnn_brian.codegen` adds such a row as one
+vectorised loop); :func:`synapse_order` maps a (post, pre) weight matrix to that order.
+Every pathway gets that event code on C++ standalone (``event_code='sdsnn'``, the default):
+no spike queue, the synapses of each spiking source walked in Brian2's order.
 """
 from __future__ import annotations
 
@@ -119,7 +121,7 @@ def noise_table(noise) -> np.ndarray:
 
 
 def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=None,
-                  connectivity=None, noise_values=None) -> BrianObjects:
+                  connectivity=None, noise_values=None, event_code="sdsnn") -> BrianObjects:
     """Create the Brian2 objects for ``net`` running ``batch`` samples per simulation.
 
     ``stim_values``/``weights``/``biases`` set initial values (the runtime device
@@ -131,8 +133,18 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     and ``weights`` holds its kernel.
     ``noise_values``: per trained layer ``None`` or, for a stochastic readout, its
     ``[batch*T, N]`` threshold table (:func:`noise_table`); zeros when not given.
+    ``event_code``: ``'sdsnn'`` gives every pathway, on the C++ standalone device, the
+    queue-free propagation of :mod:`sdsnn_brian.codegen` (all-to-all layers as vectorised
+    rows); ``'brian2'`` keeps Brian2's code.
     """
     import brian2 as b2
+
+    from .codegen import event_codeobj_class, uses_event_code
+
+    own_code = uses_event_code(event_code)
+
+    def codeobj_class(dense):
+        return event_codeobj_class(dense) if own_code else None
 
     T, dt = net.steps, net.dt
     n_in = net.input.size
@@ -198,7 +210,7 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
             P.resetter["spike"].order = 2000 + k
             src, relay = cn.pool_members()
             Sp = b2.Synapses(prev, P, on_pre=f"x_post += {cn.pool_scale!r}", delay=0 * b2.second,
-                             name=f"poolsyn{k}")
+                             name=f"poolsyn{k}", codeobj_class=codeobj_class(False))
             Sp.connect(i=src, j=relay)
             Sp.pre.when = "after_synapses"
             Sp.pre.order = 10 * k - 3
@@ -207,9 +219,10 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
             prev = P
             on_pre = f"{m}_post += w * x_pre * w_unit"
         n_pre, n_post = prev.N, layer.size
-        S = b2.Synapses(prev, G, "w : 1", on_pre=on_pre, namespace={"w_unit": unit},
-                        delay=0 * b2.second, name=f"syn{k}")  # one shared delay, not one per synapse
         conn = None if connectivity is None else connectivity[k - 1]
+        S = b2.Synapses(prev, G, "w : 1", on_pre=on_pre, namespace={"w_unit": unit},
+                        delay=0 * b2.second, name=f"syn{k}",  # one shared delay, not one per synapse
+                        codeobj_class=codeobj_class(cn.kind != "conv" and conn is None))
         if cn.kind == "conv":
             smap = cn.synapse_map() if conn is None else conn
             if len(smap):

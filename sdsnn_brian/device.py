@@ -26,16 +26,16 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .codegen import EVENT_CODES, tune_generated_code
 from .builder import build_objects, noise_table, pack_input, present_synapses, synapse_order
 
-__all__ = ["Simulator", "Recording", "DEVICES", "cache_root"]
+__all__ = ["Simulator", "Recording", "DEVICES", "cache_root", "keep_freed_memory"]
 
 DEVICES = ("cpp_standalone", "cuda_standalone", "runtime")
 
@@ -61,11 +61,12 @@ def cache_root() -> str:
 
 
 def _builder_version() -> str:
-    """A hash of the builder's source: a change in how objects are built means a new project."""
-    from . import builder
+    """A hash of the builder's and the code generation's sources: a change in how objects or
+    their code are built means a new project."""
+    from . import builder, codegen
 
     with open(builder.__file__, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:12]
+        return hashlib.sha256(fh.read()).hexdigest()[:12] + codegen.source_version()
 
 
 @contextlib.contextmanager
@@ -79,48 +80,55 @@ def _file_lock(path, shared=False):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-_WRITE_BLOCK = re.compile(
-    r"    ofstream outfile_(?P<name>_(?:dynamic_)?array_syn\d+_\w+);\n.*?"
-    r"Error writing output file for (?P=name)\.\" << endl;\n    }\n", re.S)
+#: Environment of the C++ standalone binary: glibc's allocator serves every allocation from
+#: its heap (no fresh ``mmap`` per large array) and asks for transparent huge pages there.  A
+#: new process touches every page it uses once; for 784-400-10 this cuts the page faults of a
+#: minibatch from about 7,000 to 800 and the binary's wall time by about a third.  It changes
+#: where memory comes from, not any value computed.  glibc versions without these tunables
+#: ignore them; a ``GLIBC_TUNABLES`` already set by the user is left alone.
+RUN_ENVIRONMENT = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296"}
 
 
-def trim_written_arrays(project_dir) -> int:
-    """Stop the C++ binary from writing synapse arrays it does not need to (returns blocks removed).
+_ALLOCATOR = {"tuned": None}
 
-    At the end of every run Brian2's standalone ``main`` writes every array to the
-    results directory; for 784-400-10 that is about 10 MB of synaptic indices,
-    weights and delays per minibatch that nobody reads (weights come from Python).
-    This removes those blocks from the generated ``_write_arrays()``.  A project that
-    was already trimmed identically keeps its old modification time, so ``make``
-    does not recompile it.  A generated file that does not match the expected
-    pattern is left as it is.
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's allocator in this process to keep freed memory for reuse (once per process).
+
+    Every minibatch allocates and frees the same large numpy arrays (recordings, the
+    backward's temporaries).  By default glibc returns each of them to the system and the next
+    minibatch faults the pages in again: on 784-400-10 that doubles the float32 backward
+    (15-16 ms instead of 8 ms).  With ``M_MMAP_THRESHOLD`` = 1 GiB and ``M_TRIM_THRESHOLD`` =
+    2 GiB the process keeps its peak heap instead.  Called by every :class:`Simulator`;
+    ``SDSNN_KEEP_FREED_MEMORY=0`` in the environment turns it off.  Returns whether it applies
+    (glibc only).
     """
-    path = os.path.join(project_dir, "objects.cpp")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as fh:
-        text = fh.read()
-    start = text.find("void _write_arrays()")
-    end = text.find("void _dealloc_arrays()", start)
-    if start < 0 or end < 0:
-        return 0
-    body, n = _WRITE_BLOCK.subn("", text[start:end])
-    if not n:
-        return 0
-    new = text[:start] + body + text[end:]
-    saved = path + ".trimmed"
-    same = os.path.exists(saved) and open(saved).read() == new
-    with open(path, "w") as fh:
-        fh.write(new)
-    if same:
-        st = os.stat(saved)
-        os.utime(path, (st.st_atime, st.st_mtime))
-    else:
-        with open(saved, "w") as fh:
-            fh.write(new)
-        st = os.stat(saved)
-        os.utime(path, (st.st_atime, st.st_mtime))
-    return n
+    if _ALLOCATOR["tuned"] is None:
+        ok = False
+        if os.environ.get("SDSNN_KEEP_FREED_MEMORY", "1") != "0":
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL("libc.so.6")
+                M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+                ok = bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 31))
+            except (OSError, AttributeError):
+                ok = False
+        _ALLOCATOR["tuned"] = ok
+    return _ALLOCATOR["tuned"]
+
+
+@contextlib.contextmanager
+def _run_environment(env):
+    """Set ``env`` (where not already set) for the binary, and restore the environment after."""
+    added = [k for k in env if k not in os.environ]
+    for k in added:
+        os.environ[k] = env[k]
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 _ACTIVE = {"key": None, "objects": None}  # the standalone project Brian2's global device holds
@@ -147,12 +155,31 @@ class Simulator:
         build then holds only the present synapses, so the simulation does less
         work; :meth:`run` still takes full weight matrices.  A different mask means
         a different build (``make`` recompiles only what changed).
+    compact_below : float
+        With ``masks``: a fully connected layer is compacted only when fewer than this
+        fraction of its synapses are present (default 0.2).  Above it, on C++ standalone
+        with ``event_code='sdsnn'``, the layer keeps its all-to-all build, whose vectorised
+        rows cost about 5x less per synaptic event than walking a compacted layer's
+        synapses (``benchmarks/throughput.py`` puts the break-even near 20 %), and
+        :meth:`run` multiplies its weights by the mask.  Either way removed synapses
+        transmit nothing.  ``compact_below=1.01`` compacts every masked layer; conv layers
+        and other devices always compact.
+    event_code : str
+        How C++ standalone propagates synaptic events: ``'sdsnn'`` (default) walks each
+        spiking source's synapses without Brian2's spike queue, all-to-all layers as one
+        vectorised row (:mod:`sdsnn_brian.codegen`); ``'brian2'`` keeps Brian2's own code.
+        Both give the same results; other devices always use their own code.
     """
 
     def __init__(self, net, batch_size: int, device: str = "cpp_standalone", *, threads: int = 0,
-                 cache_dir: str | None = None, cuda_options: dict | None = None, masks=None):
+                 cache_dir: str | None = None, cuda_options: dict | None = None, masks=None,
+                 compact_below: float = 0.2, event_code: str = "sdsnn"):
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; known: {list(DEVICES)}")
+        if event_code not in EVENT_CODES:
+            raise ValueError(f"unknown event_code {event_code!r}; known: {list(EVENT_CODES)}")
+        self.event_code = event_code
+        keep_freed_memory()
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.net = net
@@ -162,27 +189,39 @@ class Simulator:
         self.cuda_options = dict(cuda_options or {})
         self.dynamics = net.dynamics()
         self.shapes = net.weight_shapes
+        if not (isinstance(compact_below, (int, float)) and 0 <= compact_below):
+            raise ValueError(f"compact_below must be a fraction >= 0, got {compact_below!r}")
         self.connectivity = None
+        self.run_masks = [None] * len(self.shapes)  # masks applied to the weights of layers kept whole
         conn_key = "all-to-all"
         if masks is not None:
             if len(masks) != len(self.shapes):
                 raise ValueError(f"expected {len(self.shapes)} masks, got {len(masks)}")
-            self.connectivity = []
+            # all-to-all layers run as vectorised rows with this device and event code: compacting
+            # one pays only when few of its synapses are left
+            rows = device == "cpp_standalone" and event_code == "sdsnn"
+            connectivity = []
             h = hashlib.sha256()
             for k, (m, shape) in enumerate(zip(masks, self.shapes)):
+                if m is not None and np.shape(m) != shape:
+                    raise ValueError(f"mask of layer {k + 1} has shape {np.shape(m)}, the network needs {shape}")
+                if m is not None and net.connections[k].kind != "conv" and rows \
+                        and np.count_nonzero(m) >= compact_below * np.size(m):
+                    self.run_masks[k] = (np.asarray(m) != 0).astype(np.float64)
+                    m = None
                 if m is None:
-                    self.connectivity.append(None)
+                    connectivity.append(None)
                     h.update(b"all")
                     continue
-                if np.shape(m) != shape:
-                    raise ValueError(f"mask of layer {k + 1} has shape {np.shape(m)}, the network needs {shape}")
                 if net.connections[k].kind == "conv":
                     conn = net.connections[k].synapse_map().select(m)  # the kernel entries present
                 else:
                     conn = present_synapses(m)
-                self.connectivity.append(conn)
+                connectivity.append(conn)
                 h.update(np.packbits(np.asarray(m) != 0).tobytes())
-            conn_key = h.hexdigest()
+            if any(c is not None for c in connectivity):
+                self.connectivity = connectivity
+                conn_key = h.hexdigest()
         self._objects = None
         self.project_dir = None
         self._noise = None  # the current run's readout threshold tables (stochastic layers)
@@ -192,7 +231,7 @@ class Simulator:
 
             key = "|".join([net.structure_key(), str(self.batch_size), device, str(self.threads),
                             brian2.__version__, _builder_version(), repr(sorted(self.cuda_options.items())),
-                            conn_key])
+                            conn_key, event_code])
             digest = hashlib.sha256(key.encode()).hexdigest()[:16]
             self.key = digest
             root = cache_dir or cache_root()
@@ -228,7 +267,8 @@ class Simulator:
                 restore_cpp_prefs()  # undo a CUDA build's host flags (C++17, no -march=native)
                 b2.prefs.devices.cpp_standalone.openmp_threads = self.threads
             b2.defaultclock.dt = self.net.dt
-            objs = build_objects(self.net, self.batch_size, connectivity=self.connectivity)
+            objs = build_objects(self.net, self.batch_size, connectivity=self.connectivity,
+                                 event_code=self.event_code)
             objs.network.run(objs.duration)
             if self.device == "cuda_standalone":
                 compile_ = self.cuda_options.get("compile", True)
@@ -237,7 +277,7 @@ class Simulator:
                 from brian2.codegen.cpp_prefs import get_compiler_and_args
 
                 b2.device.build(directory=self.project_dir, compile=False, run=False, with_output=False)
-                trim_written_arrays(self.project_dir)
+                tune_generated_code(self.project_dir)
                 b2.device.compile_source(self.project_dir, get_compiler_and_args()[0], debug=False, clean=False)
         self._objects = objs
         _ACTIVE["key"] = self.key
@@ -349,6 +389,7 @@ class Simulator:
         for deterministic layers); neuron ``i`` spikes at step ``t`` when ``noise < sigmoid(u)``.
         """
         spikes, biases = self._check(spikes, weights, biases)
+        weights = [w if m is None else np.asarray(w) * m for w, m in zip(weights, self.run_masks)]
         B = spikes.shape[1]
         noise = self._check_noise(noise, B)
         if B < self.batch_size:
@@ -399,7 +440,8 @@ class Simulator:
             np.ascontiguousarray(value, dtype=np.float64).tofile(path)
             args.append(f"{name}={path}")
         t1 = time.perf_counter()
-        with _file_lock(self.project_dir + ".lock", shared=True):
+        env = RUN_ENVIRONMENT if self.device == "cpp_standalone" else {}
+        with _file_lock(self.project_dir + ".lock", shared=True), _run_environment(env):
             b2.device.run(directory=self.project_dir, results_directory=self._results, with_output=False,
                           run_args=args)
         t2 = time.perf_counter()

@@ -24,13 +24,20 @@ def problem():
     return net, W, b, masks, x
 
 
-@pytest.mark.parametrize("compacted", [False, True])
-def test_masked_spikes_equal_numpy_with_zeroed_synapses(problem, compacted, tmp_path_factory):
+@pytest.mark.parametrize("compacted,compact_below,event_code", [
+    (False, 0.2, "sdsnn"),
+    (True, 1.01, "sdsnn"),  # every masked layer compacted (about 40 % present)
+    (True, 0.2, "sdsnn"),  # kept all-to-all (40 % >= 20 %): run() applies the masks
+    (True, 0.2, "brian2"),  # Brian2's own event code: always compacted
+])
+def test_masked_spikes_equal_numpy_with_zeroed_synapses(problem, compacted, compact_below, event_code,
+                                                       tmp_path_factory):
     net, W, b, masks, x = problem
     cache = str(tmp_path_factory.mktemp("masked"))
-    sim = Simulator(net, 4, "cpp_standalone", cache_dir=cache, masks=masks if compacted else None)
+    sim = Simulator(net, 4, "cpp_standalone", cache_dir=cache, masks=masks if compacted else None,
+                    compact_below=compact_below, event_code=event_code)
     Wm = [w * m for w, m in zip(W, masks)]
-    # A compacted build ignores what the full matrix holds at removed positions.
+    # With masks, the simulator ignores what the full matrix holds at removed positions.
     rec = sim.run(x, W if compacted else Wm, b)
     u_ref, s_ref = numpy_forward(net.dynamics(), Wm, b, x)
     u_dense, s_dense = numpy_forward(net.dynamics(), W, b, x)
@@ -38,8 +45,10 @@ def test_masked_spikes_equal_numpy_with_zeroed_synapses(problem, compacted, tmp_
     for l in range(2):
         np.testing.assert_array_equal(rec.s[l], s_ref[l])
         np.testing.assert_allclose(rec.u[l], u_ref[l], rtol=1e-12, atol=1e-12)
-    if compacted:
-        assert sim.expected_sizes()["syn1.w"] == (int(masks[0].sum()),)
+    whole = not compacted or (compact_below <= 0.4 and event_code == "sdsnn")
+    n_syn = [int(np.size(m)) if whole else int(m.sum()) for m in masks]
+    assert sim.expected_sizes()["syn1.w"] == (n_syn[0],)
+    assert sim.expected_sizes()["syn2.w"] == (n_syn[1],)
 
 
 def test_compacted_mask_shape_checked(problem, tmp_path):

@@ -1,0 +1,120 @@
+{# sdsnn_brian's event propagation for C++ standalone (see sdsnn_brian/codegen.py).
+
+   Brian2's own `synapses` template walks the list of synapse indices that the spike queue
+   copied for this step.  Here the synapses have one shared zero delay and are stored
+   source-major, so the synapses reached by a spiking source are found directly from the
+   source's spikespace: no queue, no copied index list.  Sources are taken in ascending
+   order and each source's synapses in creation order -- the order Brian2's queue uses --
+   so every membrane receives the same sum in the same order.
+
+   `sdsnn_dense_rows` (set by the code object class): an all-to-all pathway whose synapse
+   q connects source q // N_post to target q % N_post.  A source's row of weights is then
+   added to the targets' state in one contiguous loop the compiler vectorises.  The layout
+   is checked once per process; a pathway that does not have it takes the general path. #}
+{% extends 'common_synapses.cpp' %}
+
+{% block maincode %}
+    {# USES_VARIABLES { _synaptic_pre, _spikespace, _n_sources, _n_targets } #}
+    // scalar code
+    const size_t _vectorisation_idx = -1;
+    {{scalar_code|autoindent}}
+
+    const size_t _nsyn = {{_dynamic__synaptic_pre}}.size();
+    const int32_t* const _src = _nsyn ? &{{_dynamic__synaptic_pre}}[0] : 0;
+    const int32_t _n_spiking = {{_spikespace}}[_num_spikespace - 1];
+    // the synapses of source i are _order[_offsets[i] .. _offsets[i+1]) (a stable counting
+    // sort of _synaptic_pre; _order is not needed when the synapses are already source-major)
+    static std::vector<size_t> _offsets;
+    static std::vector<size_t> _order;
+    static size_t _layout_n = (size_t)-1;
+    static bool _source_major = true;
+    static bool _dense = false;
+    if (_layout_n != _nsyn)
+    {
+        _layout_n = _nsyn;
+        _offsets.assign(_n_sources + 1, 0);
+        _source_major = true;
+        for (size_t q = 0; q < _nsyn; q++)
+        {
+            _offsets[_src[q] + 1]++;
+            if (q && _src[q] < _src[q - 1])
+                _source_major = false;
+        }
+        for (int64_t s = 0; s < _n_sources; s++)
+            _offsets[s + 1] += _offsets[s];
+        _order.clear();
+        if (!_source_major)
+        {
+            std::vector<size_t> _next(_offsets.begin(), _offsets.end() - 1);
+            _order.resize(_nsyn);
+            for (size_t q = 0; q < _nsyn; q++)
+                _order[_next[_src[q]]++] = q;
+        }
+        _dense = false;
+        {% if sdsnn_dense_rows and '_postsynaptic_idx' in variables %}
+        if (_nsyn == (size_t)(_n_sources * _n_targets))
+        {
+            const int32_t* const _tgt = &{{get_array_name(variables['_postsynaptic_idx'], access_data=False)}}[0];
+            _dense = true;
+            for (size_t q = 0; q < _nsyn; q++)
+                if (_src[q] != (int32_t)(q / _n_targets) || _tgt[q] != (int32_t)(q % _n_targets))
+                {
+                    _dense = false;
+                    break;
+                }
+        }
+        {% endif %}
+    }
+
+    {% if sdsnn_dense_rows and '_postsynaptic_idx' in variables %}
+    {# inside a row, the target index is the loop counter and the source is fixed #}
+    {% set _post_load = get_array_name(variables['_postsynaptic_idx']) ~ '[_idx]' %}
+    {% set _pre_load = get_array_name(variables['_synaptic_pre']) ~ '[_idx]' %}
+    if (_dense)
+    {
+        for (int32_t _k = 0; _k < _n_spiking; _k++)
+        {
+            const int32_t _i = {{_spikespace}}[_k];
+            const size_t _row = (size_t)_i * _n_targets;
+            for (int32_t _j = 0; _j < _n_targets; _j++)
+            {
+                const size_t _idx = _row + _j;
+                const size_t _vectorisation_idx = _idx;
+                {{vector_code|map('replace', _post_load, '_j')|map('replace', _pre_load, '_i')|list|autoindent}}
+            }
+        }
+    }
+    else
+    {% endif %}
+    {
+        for (int32_t _k = 0; _k < _n_spiking; _k++)
+        {
+            const int32_t _i = {{_spikespace}}[_k];
+            const size_t _end = _offsets[_i + 1];
+            for (size_t _q = _offsets[_i]; _q < _end; _q++)
+            {
+                const size_t _idx = _source_major ? _q : _order[_q];
+                const size_t _vectorisation_idx = _idx;
+                {{vector_code|autoindent}}
+            }
+        }
+    }
+{% endblock %}
+
+{% block extra_functions_cpp %}
+void _debugmsg_{{codeobj_name}}()
+{
+    using namespace brian;
+    std::cout << "Number of synapses: " << {{_dynamic__synaptic_pre}}.size() << endl;
+}
+{% endblock %}
+
+{% block extra_functions_h %}
+void _debugmsg_{{codeobj_name}}();
+{% endblock %}
+
+{% macro main_finalise() -%}
+#ifdef DEBUG
+_debugmsg_{{codeobj_name}}();
+#endif
+{% endmacro %}

@@ -1,0 +1,196 @@
+"""sdsnn_brian's generated C++ (sdsnn_brian/codegen.py): the queue-free event code gives Brian2's
+results bit for bit, on our layouts and on layouts it was not written for, and the trims of the
+generated project keep ``make`` incremental."""
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from reference import numpy_forward  # noqa: E402
+
+from sdsnn_brian import Dense, Input, Network  # noqa: E402
+from sdsnn_brian.codegen import event_codeobj_class, tune_generated_code, uses_event_code  # noqa: E402
+from sdsnn_brian.device import Simulator  # noqa: E402
+
+
+def _problem(seed=3):
+    net = Network(Input(50), Dense(30, bias=True), Dense(6), steps=8)
+    rng = np.random.default_rng(seed)
+    W, b = net.init_params(rng)
+    W = [3 * W[0], 6 * W[1]]
+    x = (rng.random((8, 5, 50)) < 0.3).astype(np.uint8)
+    return net, W, b, x
+
+
+def _generated(project_dir, name):
+    """The source of a code object (Brian2 appends _1, _2 to names already used in the process)."""
+    folder = os.path.join(project_dir, "code_objects")
+    found = [f for f in os.listdir(folder) if re.fullmatch(name + r"(_\d+)?\.cpp", f)]
+    assert len(found) == 1, found
+    return open(os.path.join(folder, found[0])).read()
+
+
+def test_event_code_equals_brian2_code_bit_for_bit(tmp_path):
+    """Dense rows, a compacted layer and Brian2's own queue: identical membranes and spikes,
+    and equal to the numpy re-simulation."""
+    net, W, b, x = _problem()
+    rng = np.random.default_rng(0)
+    masks = [None, (rng.random(W[1].shape) < 0.1).astype(float)]  # layer 2 compacted (< 20 %)
+    runs = {}
+    for code in ("sdsnn", "brian2"):
+        for m in (None, masks):
+            sim = Simulator(net, 5, "cpp_standalone", cache_dir=str(tmp_path), masks=m, event_code=code)
+            runs[code, m is None] = sim.run(x, W, b)
+            src = _generated(sim.project_dir, "syn1_pre_codeobject")
+            push = _generated(sim.project_dir, "syn1_pre_push_spikes")
+            assert ("if (_dense)" in src) == (code == "sdsnn")  # layer 1 is all-to-all in both builds
+            assert (".push(" in push) == (code == "brian2")
+    Wm = [W[0], W[1] * masks[1]]
+    for whole in (True, False):
+        u_ref, s_ref = numpy_forward(net.dynamics(), W if whole else Wm, b, x)
+        for l in range(2):
+            assert 0 < s_ref[l].sum()
+            np.testing.assert_array_equal(runs["sdsnn", whole].u[l], runs["brian2", whole].u[l])
+            np.testing.assert_array_equal(runs["sdsnn", whole].s[l], runs["brian2", whole].s[l])
+            np.testing.assert_array_equal(runs["sdsnn", whole].s[l], s_ref[l])
+            np.testing.assert_allclose(runs["sdsnn", whole].u[l], u_ref[l], rtol=1e-12, atol=1e-12)
+
+
+def test_event_code_on_layouts_it_was_not_written_for(tmp_path):
+    """Plain Brian2 synapses in shuffled order, with several synapses per pair, given either
+    sdsnn_brian code object class: the same result as Brian2's spike queue, bit for bit."""
+    import brian2 as b2
+
+    from sdsnn_brian import device as devmod
+
+    b2.device.reinit()
+    devmod._ACTIVE.update(key=None, objects=None)
+    try:
+        b2.set_device("cpp_standalone", directory=str(tmp_path / "project"), build_on_run=False)
+        assert uses_event_code("sdsnn") and not uses_event_code("brian2")
+        b2.defaultclock.dt = 1 * b2.ms
+        rng = np.random.default_rng(1)
+        n_pre, n_post = 40, 25
+        events = rng.choice(n_pre * 30, 300, replace=False)  # (source, step) pairs, each once
+        src = b2.SpikeGeneratorGroup(n_pre, events % n_pre, (events // n_pre) * b2.ms)
+        pre = np.concatenate([rng.integers(0, n_pre, 500), np.repeat(np.arange(n_pre), n_post)])
+        post = np.concatenate([rng.integers(0, n_post, 500), np.tile(np.arange(n_post), n_pre)])
+        order = rng.permutation(len(pre))  # not source-major
+        w = rng.normal(size=len(pre))
+        full_i, full_j = np.repeat(np.arange(n_pre), n_post), np.tile(np.arange(n_post), n_pre)
+        w_full = rng.normal(size=n_pre * n_post)
+        monitors, objects = [], [src]
+        for name, cls, (i, j, ww) in [
+            ("queue", None, (pre[order], post[order], w[order])),
+            ("rows", event_codeobj_class(False), (pre[order], post[order], w[order])),
+            ("dense_fallback", event_codeobj_class(True), (pre[order], post[order], w[order])),
+            ("queue_full", None, (full_i, full_j, w_full)),
+            ("dense_full", event_codeobj_class(True), (full_i, full_j, w_full)),
+        ]:
+            G = b2.NeuronGroup(n_post, "v : 1", name=f"g_{name}")
+            S = b2.Synapses(src, G, "w : 1", on_pre="v_post += w", delay=0 * b2.ms, name=f"s_{name}",
+                            codeobj_class=cls)
+            S.connect(i=i, j=j)
+            S.w = ww
+            monitors.append(b2.StateMonitor(G, "v", record=True, name=f"m_{name}"))
+            objects += [G, S, monitors[-1]]
+        net = b2.Network(*objects)
+        net.run(30 * b2.ms)
+        b2.device.build(directory=str(tmp_path / "project"), compile=True, run=True, with_output=False)
+        v = [np.asarray(m.v[:]) for m in monitors]
+        gen = _generated(str(tmp_path / "project"), "s_dense_full_pre_codeobject")
+    finally:
+        b2.device.reinit()
+        b2.set_device("runtime")
+    assert gen.count("if (_dense)") == 1
+    assert np.abs(v[0]).max() > 0 and np.abs(v[3]).max() > 0
+    np.testing.assert_array_equal(v[1], v[0])
+    np.testing.assert_array_equal(v[2], v[0])
+    np.testing.assert_array_equal(v[4], v[3])
+
+
+_BUILD = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_codegen import _problem
+from sdsnn_brian.device import Simulator
+net, W, b, x = _problem(seed=4)
+print(Simulator(net, 5, "cpp_standalone", cache_dir={cache!r}).build().project_dir)
+"""
+
+
+def test_tuning_keeps_make_incremental(tmp_path):
+    """The generated project is tuned once; a second process generating the same project edits the
+    same text back in with the old modification times, so the tuned files are not recompiled."""
+    import subprocess
+
+    code = _BUILD.format(tests=os.path.dirname(os.path.abspath(__file__)), cache=str(tmp_path))
+
+    def build():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    project_dir = build()
+    objects = os.path.join(project_dir, "objects.cpp")
+    network = os.path.join(project_dir, "network.cpp")
+    text = open(objects).read()
+    assert "_array_syn1_w" not in text[text.find("void _write_arrays()"):]  # synaptic arrays not written
+    assert "in one write" in text
+    run_loop = open(network).read().split("void Network::run")[1].split("\n}\n")[0]
+    assert "once, not after every step" in run_loop
+    assert run_loop.count("elapsed_realtime = ") == 1
+    # (Brian2 itself rewrites main.cpp on every build, so main.o and main are remade anyway)
+    files = [objects, network, os.path.join(project_dir, "objects.o"), os.path.join(project_dir, "network.o")]
+    stamps = [os.stat(p).st_mtime_ns for p in files]
+    assert tune_generated_code(project_dir) == 0  # already tuned: nothing left to edit
+    assert build() == project_dir
+    assert [os.stat(p).st_mtime_ns for p in files] == stamps
+
+
+def test_compact_below_chooses_per_layer(tmp_path):
+    net = Network(Input(50), Dense(30), Dense(6), steps=4)
+    rng = np.random.default_rng(0)
+    masks = [(rng.random((30, 50)) < 0.5).astype(float), (rng.random((6, 30)) < 0.1).astype(float)]
+    sim = Simulator(net, 2, "cpp_standalone", cache_dir=str(tmp_path), masks=masks)
+    assert sim.connectivity[0] is None and sim.connectivity[1] is not None
+    assert sim.expected_sizes()["syn1.w"] == (1500,)
+    assert sim.expected_sizes()["syn2.w"] == (int(masks[1].sum()),)
+    assert Simulator(net, 2, "cpp_standalone", cache_dir=str(tmp_path), masks=masks,
+                     compact_below=1.01).expected_sizes()["syn1.w"] == (int(masks[0].sum()),)
+    assert Simulator(net, 2, "runtime", masks=masks).connectivity[0] is not None  # no vector rows there
+    whole = Simulator(net, 2, "cpp_standalone", cache_dir=str(tmp_path), masks=[masks[0], None])
+    assert whole.connectivity is None and whole.project_dir == Simulator(
+        net, 2, "cpp_standalone", cache_dir=str(tmp_path)).project_dir  # shares the dense build
+    with pytest.raises(ValueError, match="compact_below"):
+        Simulator(net, 2, "cpp_standalone", cache_dir=str(tmp_path), masks=masks, compact_below=-1)
+    with pytest.raises(ValueError, match="event_code"):
+        Simulator(net, 2, "cpp_standalone", cache_dir=str(tmp_path), event_code="fast")
+
+
+def test_other_devices_keep_their_own_code():
+    import brian2 as b2
+
+    b2.set_device("runtime")
+    assert not uses_event_code("sdsnn")
+    with pytest.raises(ValueError, match="unknown event_code"):
+        uses_event_code("queue")
+
+
+def test_binary_environment_is_set_for_the_run_only(monkeypatch):
+    from sdsnn_brian.device import RUN_ENVIRONMENT, _run_environment, keep_freed_memory
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    with _run_environment(RUN_ENVIRONMENT):
+        assert os.environ["GLIBC_TUNABLES"] == RUN_ENVIRONMENT["GLIBC_TUNABLES"]
+    assert "GLIBC_TUNABLES" not in os.environ
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0")  # the user's own setting wins
+    with _run_environment(RUN_ENVIRONMENT):
+        assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.check=0"
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.check=0"
+    import platform
+
+    if platform.libc_ver()[0] == "glibc" and os.environ.get("SDSNN_KEEP_FREED_MEMORY", "1") != "0":
+        assert keep_freed_memory() is True  # mallopt accepted both settings
