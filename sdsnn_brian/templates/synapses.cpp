@@ -32,38 +32,42 @@
     if (_layout_n != _nsyn)
     {
         _layout_n = _nsyn;
-        _offsets.assign(_n_sources + 1, 0);
-        _source_major = true;
-        for (size_t q = 0; q < _nsyn; q++)
-        {
-            _offsets[_src[q] + 1]++;
-            if (q && _src[q] < _src[q - 1])
-                _source_major = false;
-        }
-        for (int64_t s = 0; s < _n_sources; s++)
-            _offsets[s + 1] += _offsets[s];
-        _order.clear();
-        if (!_source_major)
-        {
-            std::vector<size_t> _next(_offsets.begin(), _offsets.end() - 1);
-            _order.resize(_nsyn);
-            for (size_t q = 0; q < _nsyn; q++)
-                _order[_next[_src[q]]++] = q;
-        }
         _dense = false;
         {% if sdsnn_dense_rows and '_postsynaptic_idx' in variables %}
         if (_nsyn == (size_t)(_n_sources * _n_targets))
         {
             const int32_t* const _tgt = &{{get_array_name(variables['_postsynaptic_idx'], access_data=False)}}[0];
             _dense = true;
-            for (size_t q = 0; q < _nsyn; q++)
-                if (_src[q] != (int32_t)(q / _n_targets) || _tgt[q] != (int32_t)(q % _n_targets))
-                {
-                    _dense = false;
-                    break;
-                }
+            for (int64_t s = 0, q = 0; _dense && s < _n_sources; s++)
+                for (int64_t t = 0; t < _n_targets; t++, q++)
+                    if (_src[q] != s || _tgt[q] != t)
+                    {
+                        _dense = false;
+                        break;
+                    }
         }
         {% endif %}
+        _order.clear();
+        _source_major = true;
+        if (!_dense)  // the rows need no offsets
+        {
+            _offsets.assign(_n_sources + 1, 0);
+            for (size_t q = 0; q < _nsyn; q++)
+            {
+                _offsets[_src[q] + 1]++;
+                if (q && _src[q] < _src[q - 1])
+                    _source_major = false;
+            }
+            for (int64_t s = 0; s < _n_sources; s++)
+                _offsets[s + 1] += _offsets[s];
+            if (!_source_major)
+            {
+                std::vector<size_t> _next(_offsets.begin(), _offsets.end() - 1);
+                _order.resize(_nsyn);
+                for (size_t q = 0; q < _nsyn; q++)
+                    _order[_next[_src[q]]++] = q;
+            }
+        }
     }
 
     {% if sdsnn_dense_rows and '_postsynaptic_idx' in variables %}
