@@ -13,7 +13,9 @@ Systems measured:
   present synapses: ``Simulator(..., masks=..., compact_below=1.01)`` installed as the
   trainer's simulator).  At 100 % both are the same all-to-all build, measured once as
   ``dense``; ``dense-brian2-code`` is that build with Brian2's own event propagation
-  (``event_code='brian2'``: spike queue) instead of sdsnn_brian's (``sdsnn_brian.codegen``).
+  (``event_code='brian2'``: spike queue) instead of sdsnn_brian's (``sdsnn_brian.codegen``);
+  ``dense-process-per-run`` is the dense build started as a new process for every minibatch
+  through Brian2's ``device.run`` (``persistent=False``) instead of one process serving them all.
   ``Simulator``'s default (``compact_below=0.2``) gives the masked-dense build at 50 and 25 %
   and the compacted one at 10 %.
 * ``pytorch``: a hand-written BPTT loop of exactly the same discretised model and loss
@@ -81,6 +83,9 @@ parser.add_argument("--fresh-cache", action="store_true",
 parser.add_argument("--no-masked-dense", action="store_true", help="skip the masked-dense sdsnn_brian runs")
 parser.add_argument("--no-brian2-code", action="store_true",
                     help="skip the dense run with Brian2's own event code (Simulator(event_code='brian2'))")
+parser.add_argument("--no-process-per-run", action="store_true",
+                    help="skip the dense run that starts the binary for every minibatch through Brian2's "
+                         "device.run (Simulator(persistent=False)) instead of one serving process")
 parser.add_argument("--no-torch", action="store_true", help="skip PyTorch and snnTorch")
 parser.add_argument("--no-snntorch", action="store_true", help="skip snnTorch")
 parser.add_argument("--no-layerwise", action="store_true", help="skip the pytorch-layerwise variant")
@@ -225,6 +230,8 @@ def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
                                  compact_below=1.01)
     elif build == "dense-brian2-code":  # Brian2's own event propagation (spike queue), for comparison
         trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, event_code="brian2")
+    elif build == "dense-process-per-run":  # the same binary started for every minibatch (device.run)
+        trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, persistent=False)
 
     # warm-up minibatch: builds (code generation + make) and runs once
     t0 = perf()
@@ -593,7 +600,8 @@ def main():
                 if d == 0.0:
                     builds = ["empty"]
                 elif d >= 1.0:
-                    builds = ["dense"] + ([] if args.no_brian2_code else ["dense-brian2-code"])
+                    builds = (["dense"] + ([] if args.no_brian2_code else ["dense-brian2-code"])
+                              + ([] if args.no_process_per_run else ["dense-process-per-run"]))
                 else:
                     builds = (["masked-dense"] if not args.no_masked_dense else []) + ["compacted"]
                 for build in builds:

@@ -14,7 +14,7 @@ measures both.)
 Input spikes are computed in Python by the encoder and handed to Brian2 as a
 ``TimedArray`` packed 32 inputs per value (bit ``k`` of ``stim[g, i // 32]``
 is input ``i`` at global step ``g``); the input group's threshold decodes the
-bit exactly (``floor(stim * 2**-k) % 2``: power-of-two scaling and ``floor``
+bit exactly (``floor(x) - 2 floor(x/2)`` for ``x = stim * 2**-k``: power-of-two scaling and ``floor``
 are exact in floating point).  That cuts the input file 32-fold compared
 with one float64 per input and step.
 
@@ -139,7 +139,7 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     """
     import brian2 as b2
 
-    from .codegen import event_codeobj_class, uses_event_code
+    from .codegen import event_codeobj_class, input_codeobj_class, uses_event_code
 
     own_code = uses_event_code(event_code)
 
@@ -152,12 +152,15 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     if stim_values is None:
         stim_values = np.zeros((batch * T, blocks))
     stim = b2.TimedArray(stim_values, dt=dt, name="stim")
+    # bit k of x = stim * 2**-k is floor(x) - 2 floor(x / 2): exact, and without the floating-point
+    # modulo (fmod) that `floor(x) % 2` costs every input at every step
     inp = b2.NeuronGroup(
         n_in,
-        "blk : integer (constant)\nbitscale : 1 (constant)",
-        threshold="(floor(stim(t, blk) * bitscale) % 2) > 0.5",  # no reset: no resetter code object
+        "blk : integer (constant)\nbitscale : 1 (constant)\nbits = stim(t, blk) * bitscale : 1",
+        threshold="floor(bits) - 2 * floor(0.5 * bits) > 0.5",  # no reset: no resetter code object
         namespace={"stim": stim},
         name="layer0",
+        codeobj_class=input_codeobj_class("stim", BITS) if own_code else None,
     )
     idx = np.arange(n_in)
     inp.blk = idx // BITS

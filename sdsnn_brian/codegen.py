@@ -41,12 +41,14 @@ import hashlib
 import os
 import re
 
-__all__ = ["event_codeobj_class", "uses_event_code", "tune_generated_code", "source_version", "EVENT_CODES"]
+__all__ = ["event_codeobj_class", "input_codeobj_class", "uses_event_code", "tune_generated_code", "serving_supported", "source_version",
+           "EVENT_CODES", "SERVE_DONE"]
 
 #: ``'sdsnn'``: the queue-free propagation of this module; ``'brian2'``: Brian2's own templates.
 EVENT_CODES = ("sdsnn", "brian2")
 
 TEMPLATES_DIR = "templates"
+INPUT_TEMPLATES_DIR = "templates/input"
 _CLASSES = {}
 
 
@@ -55,8 +57,9 @@ def source_version() -> str:
     h = hashlib.sha256()
     here = os.path.dirname(os.path.abspath(__file__))
     paths = [os.path.abspath(__file__)]
-    tdir = os.path.join(here, TEMPLATES_DIR)
-    paths += [os.path.join(tdir, f) for f in sorted(os.listdir(tdir))]
+    for folder in (TEMPLATES_DIR, INPUT_TEMPLATES_DIR):
+        tdir = os.path.join(here, folder)
+        paths += [os.path.join(tdir, f) for f in sorted(os.listdir(tdir)) if f.endswith(".cpp")]
     for p in paths:
         with open(p, "rb") as fh:
             h.update(fh.read())
@@ -90,6 +93,27 @@ def event_codeobj_class(dense: bool):
                        + (", all-to-all rows vectorised" if dense else ""),
         })
     return _CLASSES[dense]
+
+
+def input_codeobj_class(stim_name: str, bits: int):
+    """The C++ standalone code object class for the packed input group (``layer0``).
+
+    Its thresholder reads each packed value ``stim_name(t, block)`` once per step and turns
+    the set bits into spikes (``templates/input/threshold.cpp``), instead of evaluating the
+    group's threshold expression -- the same bit -- for every input.
+    """
+    key = ("input", stim_name, int(bits))
+    if key not in _CLASSES:
+        from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
+
+        templater = CPPStandaloneCodeObject.templater.derive(
+            "sdsnn_brian", templates_dir=INPUT_TEMPLATES_DIR,
+            env_globals={"sdsnn_stim": stim_name, "sdsnn_bits": int(bits)})
+        _CLASSES[key] = type("PackedInputCodeObject", (CPPStandaloneCodeObject,), {
+            "templater": templater,
+            "__doc__": "C++ standalone code object: packed input bits decoded a value at a time",
+        })
+    return _CLASSES[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,12 +194,191 @@ def _rewrite(path: str, transform) -> int:
     return n
 
 
+# ---------------------------------------------------------------------------------------------
+# serving minibatches from one process
+# ---------------------------------------------------------------------------------------------
+#: The line a serving binary prints after each request, followed by the simulation's seconds.
+SERVE_DONE = "sdsnn_done"
+
+_ARRAY_DECL = re.compile(r"^extern (?P<type>[\w:<> ]+?) ?\*(?P<name>_array_\w+);$", re.M)
+_DYN_DECL = re.compile(r"^extern std::vector<(?P<type>[\w:]+)> (?P<name>_dynamic_array_\w+);$", re.M)
+_DYN2_DECL = re.compile(r"^extern DynamicArray2D<(?P<type>[\w:]+)> (?P<name>_dynamic_array_\w+);$", re.M)
+_SYNAPSES_DECL = re.compile(r"^extern std::vector<\w+> _dynamic_array_(?P<syn>\w+)__synaptic_pre;$", re.M)
+_RUN_BLOCK = re.compile(
+    r"(?P<i>[ \t]*)set_from_command_line\(args\);\n"
+    r"(?P<run>[ \t]*(?P<net>\w+)\.run\([^\n]*\);\n)"
+    r"(?P<after>(?:[ \t]*_after_run_\w+\(\);\n)*)")
+_MAIN_START = "int main(int argc, char **argv)\n{\n"
+
+
+_RESULT_FILE = re.compile(r'outfile_(?P<name>_dynamic_array_\w+)\.open\(results_dir \+ "(?P<file>\w+)"')
+
+#: C++ of the serving mode that does not depend on the network (see :func:`_serve_support`).
+_SERVE_COMMON = r"""
+// results files mapped into memory: a 64-byte header (the payload's bytes as uint64), then
+// the payload; a file only grows, so its pages stay mapped from one request to the next
+struct Mapped { int fd = -1; char* base = 0; size_t cap = 0; };
+static char* reserve(Mapped& f, const std::string& path, size_t bytes)
+{
+    const size_t need = bytes + 64;
+    if (f.fd < 0)
+        f.fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (f.fd < 0)
+    {
+        std::cerr << "sdsnn_serve: cannot open " << path << std::endl;
+        exit(1);
+    }
+    if (need > f.cap)
+    {
+        size_t cap = std::max(need, 2 * f.cap);
+        cap = (cap + 4095) / 4096 * 4096;
+        if (f.base)
+            munmap(f.base, f.cap);
+        void* base = MAP_FAILED;
+        if (ftruncate(f.fd, cap) == 0)
+            base = mmap(0, cap, PROT_READ | PROT_WRITE, MAP_SHARED, f.fd, 0);
+        if (base == MAP_FAILED)
+        {
+            std::cerr << "sdsnn_serve: cannot map " << cap << " bytes of " << path << std::endl;
+            exit(1);
+        }
+        f.base = static_cast<char*>(base);
+        f.cap = cap;
+    }
+    *reinterpret_cast<uint64_t*>(f.base) = bytes;
+    return f.base + 64;
+}
+template<class T> void publish(Mapped& f, const std::string& path, const std::vector<T>& v)
+{
+    char* out = reserve(f, path, v.size() * sizeof(T));
+    if (!v.empty())
+        memcpy(out, &v[0], v.size() * sizeof(T));
+}
+template<class T> void publish(Mapped& f, const std::string& path, DynamicArray2D<T>& a)
+{
+    const size_t row = a.m * sizeof(T);
+    char* out = reserve(f, path, a.n * row);
+    if (row)
+        for (int n = 0; n < a.n; n++)
+            memcpy(out + n * row, &a(n, 0), row);
+}
+// one request per line: name=file arguments separated by tabs; false at the end of the input
+bool next_request(std::vector<std::string>& request)
+{
+    std::string line;
+    if (!std::getline(std::cin, line))
+        return false;
+    request.clear();
+    std::istringstream fields(line);
+    std::string field;
+    while (std::getline(fields, field, '\t'))
+        if (!field.empty())
+            request.push_back(field);
+    return true;
+}
+"""
+
+
+def _serve_support(objects_h: str, objects_cpp: str) -> str:
+    """C++ that snapshots the state after set-up, puts it back before every request, and
+    publishes the recordings after it.
+
+    Put back: every fixed-size array (neuron variables, clocks, spike spaces, monitor
+    counters) and every dynamic array that was empty after set-up (the monitors'
+    recordings).  Kept: the synapses (built once; a run changes no synaptic variable of the
+    networks the builder creates, and the weights come with every request) and the index
+    arrays ``connect`` created them from.  Published: the recordings, each into the file of
+    the name Brian2 gives it, mapped into memory (see ``reserve`` above).
+    """
+    synapses = _SYNAPSES_DECL.findall(objects_h)
+    skip = {f"_array_{s}_{v}" for s in synapses for v in ("sources", "targets")}
+    fixed = [(m["type"].strip(), m["name"]) for m in _ARRAY_DECL.finditer(objects_h) if m["name"] not in skip]
+    dyn = [m["name"] for m in _DYN_DECL.finditer(objects_h)]
+    dyn2 = [m["name"] for m in _DYN2_DECL.finditer(objects_h)]
+    files = {m["name"]: m["file"] for m in _RESULT_FILE.finditer(objects_cpp)}
+    out = [name for name in dyn + dyn2 if name in files]
+    lines = ["// sdsnn_brian: serving minibatches from one process (see sdsnn_brian/codegen.py)",
+             "#include <sstream>", "#include <cstring>", "#include <fcntl.h>", "#include <sys/mman.h>",
+             "#include <unistd.h>", "namespace sdsnn_serve {", _SERVE_COMMON]
+    lines += [f"static std::vector<{t}> _fixed{k};  // {name}" for k, (t, name) in enumerate(fixed)]
+    lines.append(f"static bool _was_empty[{max(len(dyn), 1)}];")
+    lines.append(f"static Mapped _out[{max(len(out), 1)}];")
+    lines.append("void snapshot()\n{\n    using namespace brian;")
+    lines += [f"    if ({name}) _fixed{k}.assign({name}, {name} + _num_{name});" for k, (t, name) in enumerate(fixed)]
+    lines += [f"    _was_empty[{k}] = {name}.empty();" for k, name in enumerate(dyn)]
+    lines.append("}\nvoid restore()\n{\n    using namespace brian;")
+    lines += [f"    if ({name}) std::copy(_fixed{k}.begin(), _fixed{k}.end(), {name});"
+              for k, (t, name) in enumerate(fixed)]
+    lines += [f"    if (_was_empty[{k}]) {name}.clear();" for k, name in enumerate(dyn)]
+    lines += [f"    {name}.resize(0, {name}.m);" for name in dyn2]
+    lines.append("}\nvoid publish_results()\n{\n    using namespace brian;")
+    for k, name in enumerate(out):  # the recordings: 2-D arrays, and 1-D ones empty after set-up
+        cond = "" if name in dyn2 else f"if (_was_empty[{dyn.index(name)}]) "
+        lines.append(f'    {cond}publish(_out[{k}], results_dir + "{files[name]}", {name});')
+    lines.append("}\n}  // namespace sdsnn_serve\n")
+    return "\n".join(lines) + "\n"
+
+def _serve_main(text: str, objects_h: str, objects_cpp: str) -> tuple[str, int]:
+    """Give ``main`` a serving mode: ``main --results_dir DIR --serve`` sets up the network once
+    (synapses included), then answers one request per line of standard input (the
+    ``name=file`` arguments of a run, tab-separated): state put back to what it was after
+    set-up, arguments applied, the network run, the recordings published into memory-mapped
+    files in DIR, and one line ``sdsnn_done <seconds>`` printed.  Without ``--serve`` the binary runs once as before."""
+    m = _RUN_BLOCK.search(text)
+    if m is None or _MAIN_START not in text or "sdsnn_serve" in text:
+        return text, 0
+    i = m["i"]
+    body = "".join(i + "    " + line.lstrip() for line in (m["run"] + m["after"]).splitlines(True))
+    block = (f"{i}if (_sdsnn_serving)\n{i}{{\n"
+             f"{i}    sdsnn_serve::snapshot();\n"
+             f"{i}    std::vector<std::string> _request;\n"
+             f"{i}    while (sdsnn_serve::next_request(_request))\n{i}    {{\n"
+             f"{i}        sdsnn_serve::restore();\n"
+             f"{i}        {m['net']}.t = 0.0;\n"
+             f"{i}        set_from_command_line(_request);\n"
+             + "".join("    " + line for line in body.splitlines(True)) +
+             f"{i}        sdsnn_serve::publish_results();\n"
+             f'{i}        std::cout << "{SERVE_DONE} " << Network::_last_run_time << std::endl;\n'
+             f"{i}    }}\n"
+             f"{i}    _dealloc_arrays();\n"
+             f"{i}    return 0;\n"
+             f"{i}}}\n"
+             f"{i}set_from_command_line(args);\n" + m["run"] + m["after"])
+    text = text[:m.start()] + block + text[m.end():]
+    flag = ("    bool _sdsnn_serving = false;  // sdsnn_brian: --serve answers requests from stdin\n"
+            "    for (size_t _a = 0; _a < args.size(); _a++)\n"
+            "        if (args[_a] == \"--serve\")\n"
+            "        {\n"
+            "            _sdsnn_serving = true;\n"
+            "            args.erase(args.begin() + _a);\n"
+            "            break;\n"
+            "        }\n")
+    anchor = "\tbrian_start();\n"
+    if anchor not in text:
+        return text, 0  # pragma: no cover  (a Brian2 main we do not know)
+    text = text.replace(anchor, flag + anchor, 1)
+    text = text.replace(_MAIN_START, _serve_support(objects_h, objects_cpp) + _MAIN_START, 1)
+    return text, 1
+
+
+def serving_supported(project_dir) -> bool:
+    """Whether the generated binary in ``project_dir`` has the ``--serve`` mode."""
+    path = os.path.join(project_dir, "main.cpp")
+    return os.path.exists(path) and "sdsnn_serve::next_request" in open(path).read()
+
+
 def tune_generated_code(project_dir) -> int:
-    """Apply the trims described in the module docstring to a generated C++ standalone project.
+    """Apply the trims described in the module docstring to a generated C++ standalone project,
+    and give ``main`` its serving mode (:func:`_serve_main`).
 
     Returns the number of edits.  A project that was already tuned identically keeps its old
     modification times, so ``make`` does not recompile it.
     """
+    with open(os.path.join(project_dir, "objects.h")) as fh:
+        objects_h = fh.read()
+    with open(os.path.join(project_dir, "objects.cpp")) as fh:
+        objects_cpp = fh.read()  # as Brian2 wrote it: every recording's results file is named there
     return (_rewrite(os.path.join(project_dir, "objects.cpp"), _objects_cpp)
-            + _rewrite(os.path.join(project_dir, "network.cpp"), _network_cpp))
+            + _rewrite(os.path.join(project_dir, "network.cpp"), _network_cpp)
+            + _rewrite(os.path.join(project_dir, "main.cpp"), lambda t: _serve_main(t, objects_h, objects_cpp)))
 

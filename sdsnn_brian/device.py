@@ -3,9 +3,14 @@
 ``Simulator(net, batch_size, device=...)`` hides Brian2's devices:
 
 ``'cpp_standalone'`` (default)
-    Generate and compile the C++ project once (``device.build(run=False)``), then
-    ``device.run(run_args=...)`` for every minibatch with the current weights and
-    that minibatch's input.  The project lives in a cache directory keyed by the
+    Generate and compile the C++ project once (``device.build(run=False)``), then run
+    every minibatch with the current weights and that minibatch's input as ``run_args``.
+    By default (``persistent=True``) one process of the binary serves all minibatches
+    (``main --serve``, see :mod:`sdsnn_brian.codegen`): it builds the synapses once, and
+    for every minibatch puts its state back to what it was after set-up, reads the
+    ``run_args`` files named on one line of its standard input, runs, writes its results
+    and answers one line.  ``persistent=False`` starts the binary for every minibatch
+    through Brian2's ``device.run``; both give identical results.  The project lives in a cache directory keyed by the
     network's structure, the batch size, the device and the Brian2 version, so a
     second process finds it compiled (``make`` has nothing to do).  A lock file
     serialises builds of the same project (exclusive) against runs of its binary
@@ -21,18 +26,19 @@ has the wrong length.
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import hashlib
 import os
 import shutil
+import subprocess
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .codegen import EVENT_CODES, tune_generated_code
+from .codegen import EVENT_CODES, SERVE_DONE, serving_supported, tune_generated_code
 from .builder import build_objects, noise_table, pack_input, present_synapses, synapse_order
 
 __all__ = ["Simulator", "Recording", "DEVICES", "cache_root", "keep_freed_memory"]
@@ -169,16 +175,23 @@ class Simulator:
         spiking source's synapses without Brian2's spike queue, all-to-all layers as one
         vectorised row (:mod:`sdsnn_brian.codegen`); ``'brian2'`` keeps Brian2's own code.
         Both give the same results; other devices always use their own code.
+    persistent : bool
+        C++ standalone: one process of the binary serves every minibatch (default), instead
+        of one process per minibatch through Brian2's ``device.run``.  Same results; the
+        process start, the synapse creation and Brian2's checks are paid once.  :meth:`close`
+        (or the end of the Python process) ends the binary.
     """
 
     def __init__(self, net, batch_size: int, device: str = "cpp_standalone", *, threads: int = 0,
                  cache_dir: str | None = None, cuda_options: dict | None = None, masks=None,
-                 compact_below: float = 0.2, event_code: str = "sdsnn"):
+                 compact_below: float = 0.2, event_code: str = "sdsnn", persistent: bool = True):
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; known: {list(DEVICES)}")
         if event_code not in EVENT_CODES:
             raise ValueError(f"unknown event_code {event_code!r}; known: {list(EVENT_CODES)}")
         self.event_code = event_code
+        self.persistent = bool(persistent) and device == "cpp_standalone"
+        self._server = None
         keep_freed_memory()
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -239,7 +252,8 @@ class Simulator:
             self.project_dir = os.path.join(root, f"{device}-{digest}")
             self._results = f"results_{os.getpid()}_{id(self):x}"
             self._inputs = os.path.join(self.project_dir, f"inputs_{os.getpid()}_{id(self):x}")
-            atexit.register(self._cleanup)
+            # this simulator's own input and results folders go when it does (or at exit)
+            weakref.finalize(self, _remove_folders, self._inputs, os.path.join(self.project_dir, self._results))
 
     # -- building -----------------------------------------------------------
     def _ensure_built(self):
@@ -412,7 +426,10 @@ class Simulator:
     def _run_standalone(self, spikes, weights, biases):
         import brian2 as b2
 
-        self._ensure_built()
+        if self._server is None or not self._server.alive():
+            self._ensure_built()
+            if self.persistent and serving_supported(self.project_dir):
+                self._server = _Server(self.project_dir, self._objects)
         objs = self._objects
         t0 = time.perf_counter()
         named = {"stim.values": pack_input(spikes)}
@@ -430,24 +447,33 @@ class Simulator:
             if getattr(layer, "stochastic", False):
                 named[f"readout_noise{k}.values"] = self._noise[k - 1]
         self.check_run_args(named)
-        # Each simulator writes its inputs to files of its own (Brian2's run_args would put them
-        # under a content hash in the shared static_arrays/ folder, where two processes with the
-        # same weights would share -- and delete -- the same file).
-        os.makedirs(self._inputs, exist_ok=True)
-        args = []
-        for name, value in named.items():
-            path = os.path.join(self._inputs, name)
-            np.ascontiguousarray(value, dtype=np.float64).tofile(path)
-            args.append(f"{name}={path}")
-        t1 = time.perf_counter()
-        env = RUN_ENVIRONMENT if self.device == "cpp_standalone" else {}
-        with _file_lock(self.project_dir + ".lock", shared=True), _run_environment(env):
-            b2.device.run(directory=self.project_dir, results_directory=self._results, with_output=False,
-                          run_args=args)
-        t2 = time.perf_counter()
-        rec = self._read(objs)
+        if self._server is not None:
+            args = self._server.write_inputs(named)
+            t1 = time.perf_counter()
+            with _file_lock(self.project_dir + ".lock", shared=True):
+                simulation = self._server.request(args)
+            t2 = time.perf_counter()
+            rec = self._server.read(self.net.steps, self.batch_size, float(self.net.dt))
+        else:
+            # Each simulator writes its inputs to files of its own (Brian2's run_args would put
+            # them under a content hash in the shared static_arrays/ folder, where two processes
+            # with the same weights would share -- and delete -- the same file).
+            os.makedirs(self._inputs, exist_ok=True)
+            args = []
+            for name, value in named.items():
+                path = os.path.join(self._inputs, name)
+                np.ascontiguousarray(value, dtype=np.float64).tofile(path)
+                args.append(f"{name}={path}")
+            t1 = time.perf_counter()
+            env = RUN_ENVIRONMENT if self.device == "cpp_standalone" else {}
+            with _file_lock(self.project_dir + ".lock", shared=True), _run_environment(env):
+                b2.device.run(directory=self.project_dir, results_directory=self._results, with_output=False,
+                              run_args=args)
+            t2 = time.perf_counter()
+            simulation = float(getattr(b2.device, "_last_run_time", float("nan")))
+            rec = self._read(objs)
         rec.timings = {"write_inputs": t1 - t0, "binary": t2 - t1, "read_results": time.perf_counter() - t2,
-                       "simulation": float(getattr(b2.device, "_last_run_time", float("nan")))}
+                       "simulation": simulation}
         return rec
 
     def _run_runtime(self, spikes, weights, biases):
@@ -469,33 +495,180 @@ class Simulator:
         return rec
 
     def _read(self, objs) -> Recording:
-        T, B = self.net.steps, self.batch_size
-        us, ss = [], []
-        for sm, spm, m, unit, G in zip(objs.state_monitors, objs.spike_monitors, objs.membranes, objs.units,
-                                       objs.groups):
-            N = G.N
-            raw = np.asarray(sm.variables[m].get_value())  # (steps, N), SI
-            if raw.shape != (B * T, N):
-                raise RuntimeError(f"membrane recording of {G.name} has shape {raw.shape}, expected {(B * T, N)}")
-            u = raw.reshape(B, T, N).transpose(1, 0, 2)
-            if unit != 1.0:
-                u = u / unit
-            us.append(np.ascontiguousarray(u))
-            i = np.asarray(spm.variables["i"].get_value(), dtype=np.int64)
-            t = np.asarray(spm.variables["t"].get_value())
-            step = np.rint(t / float(self.net.dt)).astype(np.int64)
-            s = np.zeros((T, B, N), np.uint8)
-            s[step % T, step // T, i] = 1
-            ss.append(s)
-        return Recording(us, ss)
+        return _recording([(G.name, G.N, unit, sm.variables[m].get_value(), spm.variables["i"].get_value(),
+                            spm.variables["t"].get_value())
+                           for sm, spm, m, unit, G in zip(objs.state_monitors, objs.spike_monitors, objs.membranes,
+                                                          objs.units, objs.groups)],
+                          self.net.steps, self.batch_size, float(self.net.dt))
 
-    def _cleanup(self):
-        """Remove this simulator's own input and results folders (at exit)."""
-        if self.project_dir:
-            for d in (self._inputs, os.path.join(self.project_dir, self._results)):
-                shutil.rmtree(d, ignore_errors=True)
+    def close(self):
+        """End the binary serving this simulator's minibatches (a later :meth:`run` starts a new one)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
 
     def delete_project(self):
         """Remove this simulator's compiled project from the cache."""
         if self.project_dir and os.path.isdir(self.project_dir):
             shutil.rmtree(self.project_dir, ignore_errors=True)
+
+
+def _remove_folders(*folders):
+    for d in folders:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _recording(layers, T, B, dt) -> Recording:
+    """A :class:`Recording` from per-layer ``(name, N, unit, membrane (B*T, N) in SI, spike i, spike t)``."""
+    us, ss = [], []
+    for name, N, unit, raw, i, t in layers:
+        raw = np.asarray(raw)
+        if raw.shape != (B * T, N):
+            raise RuntimeError(f"membrane recording of {name} has shape {raw.shape}, expected {(B * T, N)}")
+        u = np.array(raw.reshape(B, T, N).transpose(1, 0, 2), order="C")  # a copy: raw may be a mapped file
+        if unit != 1.0:
+            u /= unit
+        us.append(u)
+        step = np.rint(np.asarray(t) / dt).astype(np.int64)
+        s = np.zeros((T, B, N), np.uint8)
+        s[step % T, step // T, np.asarray(i, dtype=np.int64)] = 1
+        ss.append(s)
+    return Recording(us, ss)
+
+
+def _scratch_dir(fallback) -> str:
+    """A new private folder in memory (``/dev/shm``) when there is one, else under ``fallback``."""
+    import tempfile
+
+    shm = "/dev/shm"
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else fallback
+    return tempfile.mkdtemp(prefix=f"sdsnn_brian-{os.getpid()}-", dir=base)
+
+
+class _MappedResult:
+    """A results file of a serving binary, mapped into this process (header: payload bytes)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._mm = None
+
+    def array(self, dtype) -> np.ndarray:
+        """The payload, as a view of the mapping (valid until the next request)."""
+        import mmap
+
+        size = os.path.getsize(self.path)
+        if self._mm is None or len(self._mm) != size:
+            self.close()
+            with open(self.path, "rb") as fh:
+                self._mm = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
+        n = int.from_bytes(self._mm[:8], "little")
+        return np.frombuffer(self._mm, dtype, count=n // np.dtype(dtype).itemsize, offset=64)
+
+    def close(self):
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+
+class _Server:
+    """One process of a C++ standalone binary answering minibatch requests (``main --serve``).
+
+    Inputs and results travel through files in a private folder in memory (``/dev/shm``):
+    each input is a file this process keeps mapped and overwrites in place; the binary reads
+    it when named in a request (one line of tab-separated ``name=file`` arguments on its
+    standard input), runs, copies its recordings into files it keeps mapped, and answers
+    ``sdsnn_done <simulation seconds>``.  Nothing is truncated or reallocated between
+    minibatches, so neither process pays page faults for it again.  What the binary prints
+    to standard error is kept in ``serve_stderr.txt`` and quoted when it fails.
+    """
+
+    def __init__(self, project_dir, objs):
+        import brian2 as b2
+
+        self.dir = _scratch_dir(project_dir)
+        self.results_dir = os.path.join(self.dir, "")
+        self._inputs = {}
+        # the files the monitors write, named now: reading them needs no Brian2 device state later
+        self.layers = []
+        for sm, spm, m, unit, G in zip(objs.state_monitors, objs.spike_monitors, objs.membranes, objs.units,
+                                       objs.groups):
+            files = [_MappedResult(os.path.join(self.dir, b2.device.get_array_filename(v)))
+                     for v in (sm.variables[m], spm.variables["i"], spm.variables["t"])]
+            self.layers.append((G.name, G.N, unit, files))
+        env = dict(os.environ)
+        env.update(b2.prefs["devices.cpp_standalone.run_environment_variables"])
+        env.update(getattr(b2.device, "run_environment_variables", {}))
+        for key, value in RUN_ENVIRONMENT.items():
+            env.setdefault(key, value)
+        self._stderr_path = os.path.join(self.dir, "serve_stderr.txt")
+        self._stderr = open(self._stderr_path, "w")
+        self.proc = subprocess.Popen([os.path.join(project_dir, "main"), "--results_dir", self.results_dir, "--serve"],
+                                     cwd=project_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, text=True, bufsize=1)
+        self._finalizer = weakref.finalize(self, _Server._shutdown, self.proc, self._stderr, self.layers,
+                                           self._inputs, self.dir)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def write_inputs(self, named) -> list:
+        """Write each ``run_args`` array (float64) into its mapped file; returns the request's arguments."""
+        args = []
+        for name, value in named.items():
+            value = np.asarray(value)
+            mm = self._inputs.get(name)
+            if mm is None or mm.shape != value.shape:
+                mm = self._inputs[name] = np.memmap(os.path.join(self.dir, "in_" + name), np.float64, "w+",
+                                                    shape=value.shape)
+            mm[...] = value
+            args.append(f"{name}={mm.filename}")
+        return args
+
+    def _failure(self, what):
+        with open(self._stderr_path) as fh:
+            err = fh.read()[-2000:]
+        self.close()
+        return RuntimeError(f"the serving binary {what} (exit status {self.proc.returncode}); "
+                            f"its standard error: {err.strip() or '(empty)'}")
+
+    def request(self, args) -> float:
+        """Run one minibatch with ``args`` (``name=path`` strings); returns the simulation's seconds."""
+        try:
+            self.proc.stdin.write("\t".join(args) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._failure("ended before the request") from None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise self._failure("ended during a request")
+            if line.startswith(SERVE_DONE):
+                return float(line.split()[1])
+
+    def read(self, T, B, dt) -> Recording:
+        layers = [(name, N, unit, fu.array(np.float64).reshape(-1, N), fi.array(np.int32), ft.array(np.float64))
+                  for name, N, unit, (fu, fi, ft) in self.layers]
+        return _recording(layers, T, B, dt)
+
+    def close(self):
+        """End the process and remove the private folder (also when garbage-collected, or at exit)."""
+        self._finalizer()
+
+    @staticmethod
+    def _shutdown(proc, stderr, layers, inputs, folder):
+        if proc.poll() is None:
+            try:
+                proc.stdin.close()
+                proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+        for fh in (proc.stdout, proc.stdin, stderr):
+            with contextlib.suppress(OSError):
+                fh.close()
+        for _, _, _, files in layers:
+            for f in files:
+                f.close()
+        inputs.clear()
+        shutil.rmtree(folder, ignore_errors=True)
