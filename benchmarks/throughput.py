@@ -18,6 +18,11 @@ Systems measured:
   through Brian2's ``device.run`` (``persistent=False``) instead of one process serving them all.
   ``Simulator``'s default (``compact_below=0.2``) gives the masked-dense build at 50 and 25 %
   and the compacted one at 10 %.
+* ``neurons-rows`` / ``neurons-compacted`` at density d: SD-SNN's structure instead of random
+  masks -- d of the 400 hidden neurons live, the others are pruned with their incoming and
+  outgoing synapses (so d of every matrix is present); ``neurons-rows`` is ``Simulator``'s
+  default build for it (every source to the living neurons only, vectorised rows),
+  ``neurons-compacted`` walks the present synapses one by one (``compact_below=1.01``).
 * ``pytorch``: a hand-written BPTT loop of exactly the same discretised model and loss
   (step by step through both layers, the usual way of writing it; the reference of the ratios);
   ``pytorch-layerwise``: the same model with each layer's input current computed for all
@@ -81,6 +86,11 @@ parser.add_argument("--cache-dir", default=None,
 parser.add_argument("--fresh-cache", action="store_true",
                     help="build into a new temporary cache directory, so build times include compilation")
 parser.add_argument("--no-masked-dense", action="store_true", help="skip the masked-dense sdsnn_brian runs")
+parser.add_argument("--mask-kinds", nargs="+", choices=("random", "neurons"), default=["random", "neurons"],
+                    help="how synapses are removed at each density: 'random' places (builds masked-dense and "
+                         "compacted), and/or 'neurons': SD-SNN's neuronal pruning, whole hidden neurons with "
+                         "their incoming and outgoing synapses (builds neurons-rows, Simulator's default: rows "
+                         "onto the living neurons; and neurons-compacted: synapse by synapse). Default: both")
 parser.add_argument("--no-brian2-code", action="store_true",
                     help="skip the dense run with Brian2's own event code (Simulator(event_code='brian2'))")
 parser.add_argument("--no-process-per-run", action="store_true",
@@ -173,10 +183,24 @@ def random_mask(shape, density, rng):
     return flat.reshape(shape)
 
 
-def masks_for(density):
-    """Per layer (post, pre) masks; a layer left whole gets None."""
+def neuron_masks(density, rng):
+    """SD-SNN's structure in a 784-H-10 network: whole hidden neurons pruned (their incoming rows
+    of W1) and their outgoing synapses (columns of W2) with them; round(density * H) neurons
+    live, so exactly that fraction of each matrix is present."""
+    H = SHAPES[0][0]
+    living = np.zeros(H, bool)
+    living[rng.permutation(H)[:int(round(density * H))]] = True
+    return [np.repeat(living[:, None], SHAPES[0][1], axis=1).astype(float),
+            np.repeat(living[None, :], SHAPES[1][0], axis=0).astype(float)]
+
+
+def masks_for(density, kind="random"):
+    """Per layer (post, pre) masks; a layer left whole gets None.  ``kind``: ``'random'``
+    (synapses removed at random places) or ``'neurons'`` (:func:`neuron_masks`)."""
     if density >= 1.0:
         return [None] * len(SHAPES)
+    if kind == "neurons":
+        return neuron_masks(density, np.random.default_rng([args.seed, 11, int(round(density * 10**6))]))
     if density == 0.0:  # the empty build: every synapse removed
         return [np.zeros(shape) for shape in SHAPES]
     rng = np.random.default_rng([args.seed, 7, int(round(density * 10**6))])
@@ -225,9 +249,11 @@ def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
         trainer.masks = [m.copy() for m in full]
         for w, m in zip(trainer.weights, full):
             w *= m
-    if build in ("compacted", "empty"):  # every masked layer compacted, whatever its density
+    if build in ("compacted", "empty", "neurons-compacted"):  # every masked layer compacted synapse by synapse
         trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, masks=masks,
                                  compact_below=1.01)
+    elif build == "neurons-rows":  # Simulator's default: rows onto the living neurons only
+        trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, masks=masks)
     elif build == "dense-brian2-code":  # Brian2's own event propagation (spike queue), for comparison
         trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, event_code="brian2")
     elif build == "dense-process-per-run":  # the same binary started for every minibatch (device.run)
@@ -251,7 +277,10 @@ def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
         steps.append(m)
 
     fan_present = [m.sum(axis=0) for m in full]  # fan-out of every presynaptic neuron
-    fan_built = fan_present if build in ("compacted", "empty") else [np.full(s[1], float(s[0])) for s in SHAPES]
+    # fan-out of every presynaptic neuron in the build (the work actually done per spike)
+    conns = sim.connectivity or [None] * len(SHAPES)
+    fan_built = [np.full(s[1], float(s[0])) if c is None else np.bincount(c[0], minlength=s[1]).astype(float)
+                 for c, s in zip(conns, SHAPES)]
     inf = []
     for k in range(1, args.batches + 1):
         xb, _ = minibatch(k)
@@ -578,6 +607,7 @@ def main():
         "loss": "rate MSE vs one-hot (mean)", "optimizer": "Adam(1e-3)", "threads": args.threads,
         "blas_threads": args.blas_threads,
         "brian_threads": args.brian_threads, "densities": args.densities, "mask_layers": args.mask_layers,
+        "mask_kinds": args.mask_kinds,
         "seed": args.seed, "cache_dir": cache_dir,
     }
     results = []
@@ -596,15 +626,19 @@ def main():
     for bdtype in args.backward_dtypes:
         for threads in args.brian_threads:
             for d in densities + ([] if args.no_fixed_cost else [0.0]):
-                masks = masks_for(d)
                 if d == 0.0:
                     builds = ["empty"]
                 elif d >= 1.0:
                     builds = (["dense"] + ([] if args.no_brian2_code else ["dense-brian2-code"])
                               + ([] if args.no_process_per_run else ["dense-process-per-run"]))
                 else:
-                    builds = (["masked-dense"] if not args.no_masked_dense else []) + ["compacted"]
+                    builds = []
+                    if "random" in args.mask_kinds:
+                        builds += (["masked-dense"] if not args.no_masked_dense else []) + ["compacted"]
+                    if "neurons" in args.mask_kinds:
+                        builds += ["neurons-rows", "neurons-compacted"]
                 for build in builds:
+                    masks = masks_for(d, "neurons" if build.startswith("neurons") else "random")
                     log(f"sdsnn_brian {build}, density {d}, OpenMP threads {threads}, backward {bdtype} ...")
                     record(run_sdsnn(build, d, masks, cache_dir, threads, bdtype))
 

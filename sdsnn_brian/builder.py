@@ -47,6 +47,8 @@ Synapse ``q`` of a dense layer ``k`` connects pre ``q // N_post`` to post ``q % 
 (pre-major: the synapses a spike reaches lie next to each other in memory, and on
 C++ standalone the event code of :mod:`sdsnn_brian.codegen` adds such a row as one
 vectorised loop); :func:`synapse_order` maps a (post, pre) weight matrix to that order.
+A layer whose pruned neurons are left out (:func:`target_rows`) keeps that layout over the
+living targets, and its rows are vectorised the same way.
 Every pathway gets that event code on C++ standalone (``event_code='sdsnn'``, the default):
 no spike queue, the synapses of each spiking source walked in Brian2's order.
 """
@@ -56,7 +58,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BrianObjects", "build_objects", "pack_input", "noise_table", "synapse_order", "present_synapses", "BITS"]
+__all__ = ["BrianObjects", "build_objects", "pack_input", "noise_table", "synapse_order", "present_synapses",
+           "target_rows", "BITS"]
 
 #: Inputs packed into one TimedArray value.
 BITS = 32
@@ -84,6 +87,13 @@ def synapse_order(weights, connectivity=None) -> np.ndarray:
         return np.ascontiguousarray(weights.T).ravel()
     pre, post = connectivity
     return np.ascontiguousarray(weights[post, pre])
+
+
+def target_rows(targets, n_pre) -> tuple:
+    """``(pre, post)`` index arrays connecting every source to each of ``targets`` (ascending),
+    pre-major: the rows layout of a layer whose other targets were pruned."""
+    targets = np.asarray(targets, dtype=np.int64)
+    return np.repeat(np.arange(n_pre, dtype=np.int64), len(targets)), np.tile(targets, n_pre)
 
 
 def present_synapses(mask) -> tuple:
@@ -225,7 +235,7 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
         conn = None if connectivity is None else connectivity[k - 1]
         S = b2.Synapses(prev, G, "w : 1", on_pre=on_pre, namespace={"w_unit": unit},
                         delay=0 * b2.second, name=f"syn{k}",  # one shared delay, not one per synapse
-                        codeobj_class=codeobj_class(cn.kind != "conv" and conn is None))
+                        codeobj_class=codeobj_class(cn.kind != "conv"))  # rows, where the layout has them
         if cn.kind == "conv":
             smap = cn.synapse_map() if conn is None else conn
             if len(smap):

@@ -13,9 +13,12 @@ from the C++ standalone one, so every other template stays Brian2's):
 * ``synapses_push_spikes.cpp`` queues nothing;
 * ``synapses.cpp`` reads the spiking sources from the source group's spikespace and walks
   each one's synapses directly (offsets computed once per process from ``_synaptic_pre``);
-* with ``dense=True`` (an all-to-all layer, synapse ``q`` = source ``q // N_post``, target
-  ``q % N_post``, checked once per process) a source's weights are added to the targets as
-  one contiguous, vectorised loop.
+* with ``dense=True``, a pathway whose sources all reach the same ascending targets ``J``
+  (synapse ``q`` = source ``q // |J|``, target ``J[q % |J|]``, checked once per process):
+  a source's weights are added as one contiguous, vectorised loop -- into the targets'
+  state when ``J`` is every target (all-to-all), else into a copy of the state at ``J``
+  taken once per step and written back after the last row (a layer whose other neurons
+  were pruned, built by ``Simulator(masks=...)``: its cost falls with the neurons left).
 
 The statements are still Brian2's (``on_pre`` compiled by Brian2's code generator); sources
 are taken in ascending order and each source's synapses in creation order, which is the
@@ -79,7 +82,8 @@ def uses_event_code(event_code: str) -> bool:
 
 
 def event_codeobj_class(dense: bool):
-    """The C++ standalone code object class for a pathway (``dense``: all-to-all, source-major)."""
+    """The C++ standalone code object class for a pathway (``dense``: compile the rows path in;
+    whether a pathway has the rows layout is checked when it first runs)."""
     dense = bool(dense)
     if dense not in _CLASSES:
         from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject

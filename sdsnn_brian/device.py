@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .codegen import EVENT_CODES, SERVE_DONE, serving_supported, tune_generated_code
-from .builder import build_objects, noise_table, pack_input, present_synapses, synapse_order
+from .builder import build_objects, noise_table, pack_input, present_synapses, synapse_order, target_rows
 
 __all__ = ["Simulator", "Recording", "DEVICES", "cache_root", "keep_freed_memory"]
 
@@ -162,14 +162,18 @@ class Simulator:
         work; :meth:`run` still takes full weight matrices.  A different mask means
         a different build (``make`` recompiles only what changed).
     compact_below : float
-        With ``masks``: a fully connected layer is compacted only when fewer than this
-        fraction of its synapses are present (default 0.2).  Above it, on C++ standalone
-        with ``event_code='sdsnn'``, the layer keeps its all-to-all build, whose vectorised
-        rows cost about 5x less per synaptic event than walking a compacted layer's
-        synapses (``benchmarks/throughput.py`` puts the break-even near 20 %), and
-        :meth:`run` multiplies its weights by the mask.  Either way removed synapses
-        transmit nothing.  ``compact_below=1.01`` compacts every masked layer; conv layers
-        and other devices always compact.
+        With ``masks``, on C++ standalone with ``event_code='sdsnn'``: a fully connected
+        layer is compacted synapse by synapse only when fewer than this fraction of the
+        synapses onto its *living* targets (those with at least one synapse left) are
+        present (default 0.2).  Above it, the layer is built as rows: every source to every
+        living target, which the event code adds as vectorised rows, about 5x cheaper per
+        synaptic event than walking a compacted layer's synapses (``benchmarks/throughput.py``
+        puts the break-even near 20 %); :meth:`run` multiplies its weights by the mask.  So a
+        layer whose neurons were pruned (SD-SNN's neuronal pruning removes whole rows of the
+        mask) costs in proportion to the neurons left, and a layer with every target alive
+        keeps the all-to-all build.  Either way removed synapses transmit nothing.
+        ``compact_below=1.01`` compacts every masked layer synapse by synapse; conv layers
+        and other devices always do.
     event_code : str
         How C++ standalone propagates synaptic events: ``'sdsnn'`` (default) walks each
         spiking source's synapses without Brian2's spike queue, all-to-all layers as one
@@ -210,18 +214,28 @@ class Simulator:
         if masks is not None:
             if len(masks) != len(self.shapes):
                 raise ValueError(f"expected {len(self.shapes)} masks, got {len(masks)}")
-            # all-to-all layers run as vectorised rows with this device and event code: compacting
-            # one pays only when few of its synapses are left
+            # fully connected layers run as vectorised rows with this device and event code: compacting
+            # one synapse by synapse pays only when few of its living targets' synapses are left
             rows = device == "cpp_standalone" and event_code == "sdsnn"
             connectivity = []
             h = hashlib.sha256()
             for k, (m, shape) in enumerate(zip(masks, self.shapes)):
                 if m is not None and np.shape(m) != shape:
                     raise ValueError(f"mask of layer {k + 1} has shape {np.shape(m)}, the network needs {shape}")
-                if m is not None and net.connections[k].kind != "conv" and rows \
-                        and np.count_nonzero(m) >= compact_below * np.size(m):
-                    self.run_masks[k] = (np.asarray(m) != 0).astype(np.float64)
-                    m = None
+                if m is not None and net.connections[k].kind != "conv" and rows:
+                    present = np.asarray(m) != 0
+                    living = np.flatnonzero(present.any(axis=1))  # targets with a synapse left
+                    if present.sum() >= compact_below * len(living) * shape[1]:
+                        # rows over the living targets: every source to each of them, the removed
+                        # synapses' weights zeroed at every run (all-to-all when every target lives)
+                        self.run_masks[k] = present.astype(np.float64)
+                        if len(living) == shape[0]:
+                            connectivity.append(None)
+                            h.update(b"all")
+                        else:
+                            connectivity.append(target_rows(living, shape[1]))
+                            h.update(b"rows" + np.packbits(present.any(axis=1)).tobytes())
+                        continue
                 if m is None:
                     connectivity.append(None)
                     h.update(b"all")
@@ -266,10 +280,11 @@ class Simulator:
 
         t0 = time.perf_counter()
         with _file_lock(self.project_dir + ".lock"):
-            if _ACTIVE["key"] is not None:
-                b2.device.reinit()
             if self.device == "cuda_standalone":
                 import brian2cuda  # noqa: F401  (registers the cuda_standalone device)
+            # a fresh project on this device, whatever was built on it (or selected) before
+            b2.set_device(self.device, build_on_run=False)
+            b2.device.reinit()
             b2.set_device(self.device, build_on_run=False)
             if self.device == "cuda_standalone":
                 from .cuda import configure_cuda

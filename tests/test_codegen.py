@@ -170,6 +170,51 @@ def test_compact_below_chooses_per_layer(tmp_path):
         Simulator(net, 2, "cpp_standalone", cache_dir=str(tmp_path), event_code="fast")
 
 
+def _pruned_neurons_masks(rng, n_in=50, n_hidden=30, n_out=6, alive=0.4, inside=0.8):
+    """SD-SNN's neuronal pruning: whole rows of the hidden layer's mask removed (with a few more
+    synapses inside the living rows), and the pruned neurons' outgoing synapses with them."""
+    living = rng.random(n_hidden) < alive
+    m1 = np.zeros((n_hidden, n_in))
+    m1[living] = rng.random((living.sum(), n_in)) < inside
+    m2 = np.repeat(living[None, :], n_out, axis=0).astype(float)
+    return living, [m1, m2]
+
+
+def test_rows_over_living_targets_equal_brian2_code(tmp_path):
+    """A layer whose neurons were pruned is built as rows onto the living targets only: the same
+    membranes and spikes as Brian2's queue, bit for bit, and as the numpy re-simulation."""
+    net, W, b, x = _problem(seed=5)
+    living, masks = _pruned_neurons_masks(np.random.default_rng(6))
+    sim = Simulator(net, 5, "cpp_standalone", cache_dir=str(tmp_path), masks=masks)
+    pre, post = sim.connectivity[0]
+    n_in = W[0].shape[1]
+    assert len(pre) == living.sum() * n_in  # every source to every living target, nothing else
+    np.testing.assert_array_equal(post[:living.sum()], np.flatnonzero(living))
+    np.testing.assert_array_equal(pre, np.repeat(np.arange(n_in), living.sum()))
+    assert sim.connectivity[1] is None  # every output neuron lives: all-to-all, dead sources never spike
+    assert sim.expected_sizes()["syn1.w"] == (living.sum() * n_in,)
+    rec = sim.run(x, W, b)
+    queue = Simulator(net, 5, "cpp_standalone", cache_dir=str(tmp_path), masks=masks, event_code="brian2")
+    assert queue.connectivity[0] is not None and len(queue.connectivity[0][0]) == masks[0].sum()
+    ref = queue.run(x, W, b)
+    Wm = [w * m for w, m in zip(W, masks)]
+    u_ref, s_ref = numpy_forward(net.dynamics(), Wm, b, x)
+    assert rec.s[0][:, :, ~living].sum() == 0 and rec.s[0].sum() > 0
+    for l in range(2):
+        np.testing.assert_array_equal(rec.u[l], ref.u[l])
+        np.testing.assert_array_equal(rec.s[l], ref.s[l])
+        np.testing.assert_array_equal(rec.s[l], s_ref[l])
+        np.testing.assert_allclose(rec.u[l], u_ref[l], rtol=1e-12, atol=1e-12)
+    # the build depends on which neurons live, not on the synapses removed inside their rows
+    again = [masks[0] * (np.random.default_rng(7).random(masks[0].shape) < 0.9), masks[1]]
+    again[0][np.flatnonzero(living)[:, None], np.arange(2)] = 1  # no living row emptied
+    assert Simulator(net, 5, "cpp_standalone", cache_dir=str(tmp_path), masks=again).project_dir == sim.project_dir
+    # below compact_below of the living block present: compacted synapse by synapse
+    sparse = [masks[0] * (np.random.default_rng(8).random(masks[0].shape) < 0.15), masks[1]]
+    sim2 = Simulator(net, 5, "cpp_standalone", cache_dir=str(tmp_path), masks=sparse)
+    assert len(sim2.connectivity[0][0]) == np.count_nonzero(sparse[0])
+
+
 def test_other_devices_keep_their_own_code():
     import brian2 as b2
 

@@ -7,10 +7,15 @@
    order and each source's synapses in creation order -- the order Brian2's queue uses --
    so every membrane receives the same sum in the same order.
 
-   `sdsnn_dense_rows` (set by the code object class): an all-to-all pathway whose synapse
-   q connects source q // N_post to target q % N_post.  A source's row of weights is then
-   added to the targets' state in one contiguous loop the compiler vectorises.  The layout
-   is checked once per process; a pathway that does not have it takes the general path. #}
+   `sdsnn_dense_rows` (set by the code object class): a pathway whose sources all reach the
+   same targets J (ascending) in the same order, synapse q connecting source q // |J| to
+   target J[q % |J|] -- all-to-all (J = every target), or all-to-all onto the targets that a
+   pruned layer has left alive.  A source's row of weights is then added in one contiguous
+   loop the compiler vectorises: into the targets' state itself when J is every target;
+   otherwise into a copy of the targets' state at J, taken once per step before the first
+   row and written back after the last (the same additions in the same order, so the same
+   result).  The layout is checked once per process; a pathway that does not have it takes
+   the general path. #}
 {% extends 'common_synapses.cpp' %}
 
 {% block maincode %}
@@ -29,22 +34,31 @@
     static size_t _layout_n = (size_t)-1;
     static bool _source_major = true;
     static bool _dense = false;
+    static std::vector<int32_t> _J;  // rows: the targets every source reaches, ascending
+    static bool _all_targets = false;
     if (_layout_n != _nsyn)
     {
         _layout_n = _nsyn;
         _dense = false;
         {% if sdsnn_dense_rows and '_postsynaptic_idx' in variables %}
-        if (_nsyn == (size_t)(_n_sources * _n_targets))
+        if (_nsyn)
         {
             const int32_t* const _tgt = &{{get_array_name(variables['_postsynaptic_idx'], access_data=False)}}[0];
-            _dense = true;
+            size_t _nJ = 0;
+            while (_nJ < _nsyn && _src[_nJ] == 0)
+                _nJ++;
+            _dense = _nsyn == (size_t)_n_sources * _nJ;
+            for (size_t j = 1; _dense && j < _nJ; j++)
+                _dense = _tgt[j - 1] < _tgt[j];
             for (int64_t s = 0, q = 0; _dense && s < _n_sources; s++)
-                for (int64_t t = 0; t < _n_targets; t++, q++)
-                    if (_src[q] != s || _tgt[q] != t)
+                for (size_t j = 0; j < _nJ; j++, q++)
+                    if (_src[q] != s || _tgt[q] != _tgt[j])
                     {
                         _dense = false;
                         break;
                     }
+            _J.assign(_tgt, _tgt + (_dense ? _nJ : 0));
+            _all_targets = _dense && _nJ == (size_t)_n_targets;
         }
         {% endif %}
         _order.clear();
@@ -71,10 +85,18 @@
     }
 
     {% if sdsnn_dense_rows and '_postsynaptic_idx' in variables %}
-    {# inside a row, the target index is the loop counter and the source is fixed #}
+    {# inside a row, the target's position in J is the loop counter and the source is fixed #}
     {% set _post_load = get_array_name(variables['_postsynaptic_idx']) ~ '[_idx]' %}
     {% set _pre_load = get_array_name(variables['_synaptic_pre']) ~ '[_idx]' %}
-    if (_dense)
+    {% set _rows = vector_code|map('replace', _post_load, '_j')|map('replace', _pre_load, '_i')|list %}
+    {# the targets' state variables the statements use (indexed by the target) #}
+    {% set _post_arrays = [] %}
+    {% for _name, _index in variable_indices.items() %}
+    {% if _index == '_postsynaptic_idx' and _name in variables and _name != '_postsynaptic_idx' and variables[_name].size is defined and not variables[_name].scalar %}
+    {% set _ = _post_arrays.append(get_array_name(variables[_name])) %}
+    {% endif %}
+    {% endfor %}
+    if (_dense && _all_targets)
     {
         for (int32_t _k = 0; _k < _n_spiking; _k++)
         {
@@ -84,8 +106,42 @@
             {
                 const size_t _idx = _row + _j;
                 const size_t _vectorisation_idx = _idx;
-                {{vector_code|map('replace', _post_load, '_j')|map('replace', _pre_load, '_i')|list|autoindent}}
+                {{_rows|autoindent}}
             }
+        }
+    }
+    else if (_dense)
+    {
+        const int32_t _nJ = (int32_t)_J.size();
+        {% for _array in _post_arrays %}
+        static std::vector<std::decay<decltype({{_array}}[0])>::type> _at_J{{loop.index}};
+        {% endfor %}
+        if (_n_spiking)
+        {
+            {% for _array in _post_arrays %}
+            _at_J{{loop.index}}.resize(_nJ);
+            for (int32_t _j = 0; _j < _nJ; _j++)
+                _at_J{{loop.index}}[_j] = {{_array}}[_J[_j]];
+            {% endfor %}
+            for (int32_t _k = 0; _k < _n_spiking; _k++)
+            {
+                const int32_t _i = {{_spikespace}}[_k];
+                const size_t _row = (size_t)_i * _nJ;
+                for (int32_t _j = 0; _j < _nJ; _j++)
+                {
+                    const size_t _idx = _row + _j;
+                    const size_t _vectorisation_idx = _idx;
+                    {% set _ns = namespace(code=_rows) %}
+                    {% for _array in _post_arrays %}
+                    {% set _ns.code = _ns.code|map('replace', _array ~ '[_postsynaptic_idx]', '_at_J' ~ loop.index ~ '[_postsynaptic_idx]')|list %}
+                    {% endfor %}
+                    {{_ns.code|autoindent}}
+                }
+            }
+            {% for _array in _post_arrays %}
+            for (int32_t _j = 0; _j < _nJ; _j++)
+                {{_array}}[_J[_j]] = _at_J{{loop.index}}[_j];
+            {% endfor %}
         }
     }
     else
