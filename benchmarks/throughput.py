@@ -20,8 +20,9 @@ Systems measured:
   and the compacted one at 10 %.
 * ``neurons-rows`` / ``neurons-compacted`` at density d: SD-SNN's structure instead of random
   masks -- d of the 400 hidden neurons live, the others are pruned with their incoming and
-  outgoing synapses (so d of every matrix is present); ``neurons-rows`` is ``Simulator``'s
-  default build for it (every source to the living neurons only, vectorised rows),
+  outgoing synapses (so d of every matrix is present); ``neurons-rows`` is the build the
+  trainer itself chooses for it (``Trainer(compact=True)``, the default: ``Simulator``'s
+  rows from every source to the living neurons only, vectorised),
   ``neurons-compacted`` walks the present synapses one by one (``compact_below=1.01``).
 * ``pytorch``: a hand-written BPTT loop of exactly the same discretised model and loss
   (step by step through both layers, the usual way of writing it; the reference of the ratios);
@@ -241,7 +242,8 @@ def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
     pruned = any(m is not None for m in masks)
     trainer = Trainer(net, device=DEVICE, surrogate="rectangular", loss="rate_mse", optimizer=Adam(1e-3),
                       seed=args.seed, threads=threads, cache_dir=cache_dir,
-                      gradient_mode="strict" if pruned else "reference", backward_dtype=backward_dtype)
+                      gradient_mode="strict" if pruned else "reference", backward_dtype=backward_dtype,
+                      compact=build == "neurons-rows")  # the trainer's own choice of build there
     full = [np.ones(s) if m is None else m for m, s in zip(masks, SHAPES)]
     if pruned:
         # a pruned network: removed synapses are zero, get no update ('strict') and do not exist
@@ -252,8 +254,6 @@ def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
     if build in ("compacted", "empty", "neurons-compacted"):  # every masked layer compacted synapse by synapse
         trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, masks=masks,
                                  compact_below=1.01)
-    elif build == "neurons-rows":  # Simulator's default: rows onto the living neurons only
-        trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, masks=masks)
     elif build == "dense-brian2-code":  # Brian2's own event propagation (spike queue), for comparison
         trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, event_code="brian2")
     elif build == "dense-process-per-run":  # the same binary started for every minibatch (device.run)
@@ -264,7 +264,9 @@ def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
     xb, yb = minibatch(0)
     trainer.train_step(xb, yb, train_rng(0), B)
     warmup_s = perf() - t0
-    sim = trainer._sim
+    sim = trainer._compact_sim or trainer._sim
+    if build == "neurons-rows":
+        assert sim is trainer._compact_sim and sim.connectivity[0] is not None, "the trainer did not compact"
     build_s = sim.build_seconds
 
     steps = []

@@ -444,7 +444,7 @@ class Simulator:
         if self._server is None or not self._server.alive():
             self._ensure_built()
             if self.persistent and serving_supported(self.project_dir):
-                self._server = _Server(self.project_dir, self._objects)
+                self._server = _Server(self.project_dir, self._objects, self._exchange_bytes())
         objs = self._objects
         t0 = time.perf_counter()
         named = {"stim.values": pack_input(spikes)}
@@ -516,6 +516,14 @@ class Simulator:
                                                           objs.units, objs.groups)],
                           self.net.steps, self.batch_size, float(self.net.dt))
 
+    def _exchange_bytes(self) -> int:
+        """An upper bound of what a minibatch exchanges with a serving binary: the float64 inputs,
+        and per layer the membranes (8 bytes per neuron and step) and at most one spike per
+        neuron and step (12 bytes: index and time)."""
+        inputs = sum(8 * int(np.prod(shape)) for shape in self.expected_sizes().values())
+        steps = self.batch_size * self.net.steps
+        return inputs + sum(steps * (20 * layer.size + 8) for layer in self.net.trained)
+
     def close(self):
         """End the binary serving this simulator's minibatches (a later :meth:`run` starts a new one)."""
         if self._server is not None:
@@ -552,12 +560,17 @@ def _recording(layers, T, B, dt) -> Recording:
     return Recording(us, ss)
 
 
-def _scratch_dir(fallback) -> str:
-    """A new private folder in memory (``/dev/shm``) when there is one, else under ``fallback``."""
+def _scratch_dir(fallback, need_bytes) -> str:
+    """A new private folder in memory (``/dev/shm``) when there is one with room for twice
+    ``need_bytes`` (a container's is often only 64 MB), else under ``fallback``."""
     import tempfile
 
     shm = "/dev/shm"
-    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else fallback
+    base = fallback
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        st = os.statvfs(shm)
+        if st.f_bavail * st.f_frsize >= 2 * need_bytes:
+            base = shm
     return tempfile.mkdtemp(prefix=f"sdsnn_brian-{os.getpid()}-", dir=base)
 
 
@@ -598,10 +611,10 @@ class _Server:
     to standard error is kept in ``serve_stderr.txt`` and quoted when it fails.
     """
 
-    def __init__(self, project_dir, objs):
+    def __init__(self, project_dir, objs, need_bytes):
         import brian2 as b2
 
-        self.dir = _scratch_dir(project_dir)
+        self.dir = _scratch_dir(project_dir, need_bytes)
         self.results_dir = os.path.join(self.dir, "")
         self._inputs = {}
         # the files the monitors write, named now: reading them needs no Brian2 device state later

@@ -156,8 +156,15 @@ def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
     for l in range(L - 1, -1, -1):
         d = dyn[l]
         N = Ws[l].shape[0] if connections is None else connections[l].n_post
-        ul = np.asarray(u[l], dtype=dtype)
-        sl = np.asarray(s[l], dtype=dtype)
+        live = _reaching_neurons(Ws, l, N) if connections is None and e is not None else None
+        if live is not None:  # only these neurons reach the loss: the others' gradients are exactly 0
+            n_all, N = N, len(live)
+            e = e[:, :, live]
+            ul = np.asarray(u[l])[:, :, live].astype(dtype, copy=False)
+            sl = np.asarray(s[l])[:, :, live].astype(dtype, copy=False)
+        else:
+            ul = np.asarray(u[l], dtype=dtype)
+            sl = np.asarray(s[l], dtype=dtype)
         sgd = sg.derivative(ul - dtype.type(d.theta)).astype(dtype, copy=False)
         a = dtype.type(d.a)
 
@@ -206,10 +213,32 @@ def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
             del g, G
             continue
         Z = np.asarray(z, dtype=dtype).reshape(T * B, -1)
-        dW = G.T @ Z
-        db = G.sum(axis=0) if need_bias else None
+        if live is None:
+            dW = G.T @ Z
+            db = G.sum(axis=0) if need_bias else None
+            W_live = Ws[l]
+        else:
+            dW = np.zeros((n_all, Z.shape[1]), dtype=dtype)
+            dW[live] = G.T @ Z
+            db = None
+            if need_bias:
+                db = np.zeros(n_all, dtype=dtype)
+                db[live] = G.sum(axis=0)
+            W_live = Ws[l][live]
         results[l] = (dW, db)
         if l > 0:
-            e = (G @ Ws[l]).reshape(T, B, Ws[l].shape[1])
+            e = (G @ W_live).reshape(T, B, Ws[l].shape[1])
         del g, G, Z
     return results
+
+
+def _reaching_neurons(Ws, l, N):
+    """The neurons of hidden layer ``l`` with a nonzero weight to the layer above, when they are
+    at most 3/4 of the layer (else ``None``: all of them).  The others -- pruned neurons whose
+    outgoing synapses were removed -- get ``dL/ds = 0`` from above, hence ``dL/du = 0`` at
+    every step (a hidden layer has no direct loss term): their rows of ``dW`` and ``db`` are 0
+    and they add nothing to the layer below, so the backward skips them."""
+    if l + 1 >= len(Ws):
+        return None
+    live = np.flatnonzero(np.any(Ws[l + 1] != 0, axis=0))
+    return live if len(live) <= 0.75 * N else None

@@ -189,16 +189,26 @@ class Adam(Optimizer):
             g = g.astype(p.dtype, copy=False)
             if self.weight_decay != 0:
                 g = g + self.weight_decay * p
-            # torch: exp_avg.lerp_(grad, 1 - beta1)
-            m[i] += (g - m[i]) * (1.0 - b1)
+            # the same operations in the same order as written out, in one scratch array
+            buf = np.empty_like(p)
+            # torch: exp_avg.lerp_(grad, 1 - beta1):  m += (g - m) * (1 - b1)
+            np.subtract(g, m[i], out=buf)
+            buf *= 1.0 - b1
+            m[i] += buf
+            # v = b2 v + ((1 - b2) g) g
             v[i] *= b2
-            v[i] += (1.0 - b2) * g * g
+            np.multiply(g, 1.0 - b2, out=buf)
+            buf *= g
+            v[i] += buf
             if vmax is not None:
                 np.maximum(vmax[i], v[i], out=vmax[i])
-                denom = np.sqrt(vmax[i]) / bc2_sqrt + self.eps
-            else:
-                denom = np.sqrt(v[i]) / bc2_sqrt + self.eps
-            p -= step_size * (m[i] / denom)
+            # p -= step_size * (m / (sqrt(v) / bc2_sqrt + eps))
+            np.sqrt(v[i] if vmax is None else vmax[i], out=buf)
+            buf /= bc2_sqrt
+            buf += self.eps
+            np.divide(m[i], buf, out=buf)
+            buf *= step_size
+            p -= buf
 
 
 class SGD(Optimizer):

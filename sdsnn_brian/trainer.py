@@ -105,12 +105,19 @@ class Trainer:
         update.  Structural steps and the state at the start of ``fit`` (a resumed
         checkpoint included) are broadcast from rank 0, evaluation is split across
         ranks, and only rank 0 writes the run directory and prints.
+    compact : bool
+        Simulate a pruned structure without its removed synapses (default): evaluation,
+        and training in ``'strict'`` mode (where removed synapses transmit nothing), run on a
+        build holding only what is left once at most 80 % of the synapses are present, so a
+        minibatch costs less as SD-SNN prunes (see :meth:`simulator`).  The results are the
+        same; ``False`` always runs the full build.
     """
 
     def __init__(self, net, device="cpp_standalone", surrogate="rectangular", loss="rate_mse",
                  optimizer=None, lr_schedule=None, detach_reset=False, seed=0, threads=0,
                  structure=None, structure_every=None, gradient_mode="reference", callbacks=(),
-                 cache_dir=None, cuda_options=None, communicator=None, backward_dtype="float64"):
+                 cache_dir=None, cuda_options=None, communicator=None, backward_dtype="float64",
+                 compact=True):
         from .distributed import SingleProcess
         from .optim import Adam
 
@@ -149,6 +156,9 @@ class Trainer:
         self.history = []
         self.run_dir = None
         self._sim = None
+        self.compact = bool(compact)
+        self._compact_sim = self._compact_masks = self._compact_seen = None
+        self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
 
     # -- parameters ---------------------------------------------------------
@@ -161,11 +171,55 @@ class Trainer:
         """Weights as the simulation sees them: removed synapses are zero."""
         return [w * m for w, m in zip(self.weights, self.masks)]
 
-    def simulator(self, batch_size):
+    def simulator(self, batch_size, masked=False):
+        """The simulator for minibatches of ``batch_size``.
+
+        ``masked``: the weights it will run with are zero wherever a synapse was removed
+        (:meth:`effective_weights`).  Then, with ``compact=True``, once enough of the
+        structure has been pruned, it is a build without the removed synapses
+        (``Simulator(masks=...)``: rows onto the living neurons, or the present synapses
+        alone), so the simulation costs less as the structure shrinks.  A build serves as
+        long as no removed synapse has grown back and it holds less than 1/0.7 times the
+        synapses present; otherwise the next call builds one for the current masks (or
+        goes back to the full build when more than 80 % of the synapses are present).
+        """
+        if masked and self.compact:
+            sim = self._compacted_simulator(batch_size)
+            if sim is not None:
+                return sim
         if self._sim is None or self._sim.batch_size != batch_size:
+            if self._sim is not None:
+                self._sim.close()
             self._sim = Simulator(self.net, batch_size, self.device, threads=self.threads,
                                   cache_dir=self.cache_dir, cuda_options=self.cuda_options)
         return self._sim
+
+    #: A compacted build serves while the synapses present are at least this fraction of its own.
+    COMPACT_REBUILD = 0.7
+    #: No compacted build while more than this fraction of the synapses is present.
+    COMPACT_ABOVE = 0.8
+
+    def _compacted_simulator(self, batch_size):
+        counts = tuple(int(np.count_nonzero(m)) for m in self.masks)
+        seen = (batch_size, tuple(id(m) for m in self.masks), self._mask_changes, counts)
+        if self._compact_seen == seen:
+            return self._compact_sim
+        self._compact_seen = seen
+        sim, built = self._compact_sim, self._compact_masks
+        present, total = sum(counts), sum(m.size for m in self.masks)
+        if sim is not None and sim.batch_size == batch_size \
+                and present >= self.COMPACT_REBUILD * sum(int(np.count_nonzero(b)) for b in built) \
+                and not any(np.any((m != 0) & (b == 0)) for m, b in zip(self.masks, built)):
+            return sim  # still a superset of the structure, and not much larger
+        if sim is not None:
+            sim.close()
+        self._compact_sim = self._compact_masks = None
+        if present <= self.COMPACT_ABOVE * total:
+            self._compact_masks = [(m != 0).astype(np.float64) for m in self.masks]
+            self._compact_sim = Simulator(self.net, batch_size, self.device, threads=self.threads,
+                                          cache_dir=self.cache_dir, cuda_options=self.cuda_options,
+                                          masks=self._compact_masks)
+        return self._compact_sim
 
     # -- one minibatch --------------------------------------------------------
     def encode(self, images, rng):
@@ -185,7 +239,10 @@ class Trainer:
 
         ``weights`` defaults to the masked weights (what evaluation measures).
         """
-        sim = self.simulator(batch_size or len(images))
+        return self._forward(images, rng, batch_size, weights, masked=weights is None)
+
+    def _forward(self, images, rng, batch_size, weights, masked):
+        sim = self.simulator(batch_size or len(images), masked=masked)
         x = self.encode(images, rng)
         rec = sim.run(x, self.effective_weights() if weights is None else weights, self.biases)
         return x, rec
@@ -196,7 +253,7 @@ class Trainer:
             return self._train_step_distributed(images, labels, rng, batch_size)
         t0 = time.perf_counter()
         weights = self.training_weights()
-        x, rec = self.forward(images, rng, batch_size, weights)
+        x, rec = self._forward(images, rng, batch_size, weights, masked=self.gradient_mode == "strict")
         t1 = time.perf_counter()
         res = self.loss(rec.u[-1], rec.s[-1], labels)
         grads = backward(self.dynamics, x, rec.u, rec.s, weights, res.grad_s, res.grad_u,
@@ -260,7 +317,8 @@ class Trainer:
             injected_failure(comm.rank, getattr(self, "_step_index", None))
             x = self.encode(images, rng)[:, lo:hi]
             if hi > lo:
-                rec = self.simulator(self._local_batch(batch_size or B)).run(x, weights, self.biases)
+                rec = self.simulator(self._local_batch(batch_size or B),
+                                     masked=self.gradient_mode == "strict").run(x, weights, self.biases)
                 t1 = time.perf_counter()
                 res = self.loss(rec.u[-1], rec.s[-1], labels[lo:hi])
                 scale = (hi - lo) / B
@@ -401,7 +459,8 @@ class Trainer:
                 if hi == lo:
                     continue
                 x = x[:, lo:hi]
-                rec = self.simulator(self._local_batch(batch_size)).run(x, self.effective_weights(), self.biases)
+                rec = self.simulator(self._local_batch(batch_size), masked=True).run(
+                    x, self.effective_weights(), self.biases)
                 res = self.loss(rec.u[-1], rec.s[-1], yb[lo:hi])
                 sums[0] += res.value * (hi - lo)
                 sums[1] += np.sum(np.argmax(res.scores, axis=1) == yb[lo:hi])
@@ -449,6 +508,7 @@ class Trainer:
                 g *= 0
         for w, m in zip(self.weights, self.masks):
             w *= m
+        self._mask_changes += 1
         if self.comm.size > 1:
             self._sync_structure()
         self._call("on_structure_step", stats)
@@ -604,6 +664,7 @@ class Trainer:
         for k in range(len(self.weights)):
             self.weights[k] = np.array(arrays[f"weight_{k}"], dtype=float)
             self.masks[k] = np.array(arrays[f"mask_{k}"], dtype=float)
+            self._mask_changes += 1
             self.grad_score[k] = np.array(arrays.get(f"grad_score_{k}", np.zeros_like(self.weights[k])), dtype=float)
             if self.biases[k] is not None:
                 self.biases[k] = np.array(arrays[f"bias_{k}"], dtype=float)

@@ -96,6 +96,35 @@ def test_backward_matches_torch(sg_name, loss_name, detach, reset):
         np.testing.assert_allclose(db, refb, rtol=1e-5, atol=1e-9 * np.abs(refb).max())
 
 
+@pytest.mark.parametrize("reset", ["hard", "subtract"])
+def test_backward_skips_neurons_without_outgoing_synapses_exactly(reset):
+    """Hidden neurons whose outgoing weights are all zero (pruned with their synapses) are
+    skipped: against torch autograd on the same weights, and their rows are exactly zero."""
+    torch = pytest.importorskip("torch")
+    dyn, x, Ws, bs, labels = make_network(reset, seed=1)
+    Ws = [Ws[0].copy(), Ws[1].copy()]
+    dead = np.array([0, 2, 3, 5, 6, 8])  # 6 of 9 hidden neurons: more than a quarter
+    Ws[1][:, dead] = 0.0
+    sg = get_surrogate("rectangular")
+    tW = [torch.tensor(W, dtype=torch.float64, requires_grad=True) for W in Ws]
+    tb = [torch.tensor(b, dtype=torch.float64, requires_grad=True) for b in bs]
+    tu, ts = torch_forward(dyn, tW, tb, torch.tensor(x), sg.name, sg.param)
+    torch_loss("rate_mse", tu[-1], ts[-1], labels).backward()
+    u = [t.detach().numpy() for t in tu]
+    s = [t.detach().numpy() for t in ts]
+    assert s[0][:, :, dead].sum() > 0  # the skipped neurons do spike
+    res = get_loss("rate_mse")(u[-1], s[-1], labels)
+    for dtype, rtol in ((np.float64, 1e-9), (np.float32, 2e-4)):
+        grads = backward(dyn, x, u, s, Ws, res.grad_s, res.grad_u, sg, dtype=dtype)
+        for l, (dW, db) in enumerate(grads):
+            assert dW.dtype == dtype and dW.shape == Ws[l].shape and db.shape == bs[l].shape
+            refW, refb = tW[l].grad.numpy(), tb[l].grad.numpy()
+            np.testing.assert_allclose(dW, refW, rtol=rtol, atol=rtol * np.abs(refW).max())
+            np.testing.assert_allclose(db, refb, rtol=rtol, atol=rtol * np.abs(refb).max())
+        assert np.all(grads[0][0][dead] == 0) and np.all(grads[0][1][dead] == 0)
+        assert np.abs(grads[0][0]).max() > 0
+
+
 def test_backward_detach_changes_result():
     # a check that the detach switch does something on this network (else the
     # parametrised test above could not tell the two formulas apart)

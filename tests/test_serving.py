@@ -122,3 +122,21 @@ def test_a_dead_server_is_replaced_or_reported(cache_dir):
 def test_serving_mode_needs_a_main_it_knows():
     text = "int main(int argc, char **argv)\n{\n    return 0;\n}\n"
     assert _serve_main(text, "", "") == (text, 0)
+
+
+def test_scratch_folder_falls_back_when_shared_memory_is_small(tmp_path, monkeypatch):
+    """A container's /dev/shm is often 64 MB: what does not fit twice goes next to the project."""
+    from sdsnn_brian import device as devmod
+
+    big = devmod._scratch_dir(str(tmp_path), need_bytes=1 << 60)
+    assert big.startswith(str(tmp_path)) and os.path.isdir(big)
+    small = devmod._scratch_dir(str(tmp_path), need_bytes=1024)
+    assert os.path.isdir(small)
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        assert small.startswith("/dev/shm/")
+    for d in (big, small):
+        os.rmdir(d)
+    net = Network(Input(50), Dense(30), Dense(6), steps=8)
+    sim = Simulator(net, 5, "cpp_standalone", cache_dir=str(tmp_path))
+    # inputs (25 + 1500 + 180 float64) and per layer 20 bytes per neuron-step plus 8 per step
+    assert sim._exchange_bytes() == 8 * (40 * 2 + 1500 + 180) + 40 * (20 * 30 + 8) + 40 * (20 * 6 + 8)
