@@ -568,10 +568,31 @@ def _scratch_dir(fallback, need_bytes) -> str:
     shm = "/dev/shm"
     base = fallback
     if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        _sweep_scratch(shm)
         st = os.statvfs(shm)
         if st.f_bavail * st.f_frsize >= 2 * need_bytes:
             base = shm
-    return tempfile.mkdtemp(prefix=f"sdsnn_brian-{os.getpid()}-", dir=base)
+    return tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=base)
+
+
+_SCRATCH_PREFIX = "sdsnn_brian-"
+
+
+def _sweep_scratch(folder):
+    """Remove the scratch folders of processes that no longer exist (killed before they could
+    clean up: in ``/dev/shm`` they would hold memory until the machine restarts)."""
+    import re
+
+    for name in os.listdir(folder):
+        m = re.fullmatch(re.escape(_SCRATCH_PREFIX) + r"(\d+)-\w+", name)
+        if m is None:
+            continue
+        try:
+            os.kill(int(m[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        except (PermissionError, OverflowError):
+            pass  # alive (someone else's), or not a pid
 
 
 class _MappedResult:
@@ -634,8 +655,8 @@ class _Server:
         self.proc = subprocess.Popen([os.path.join(project_dir, "main"), "--results_dir", self.results_dir, "--serve"],
                                      cwd=project_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._stderr, text=True, bufsize=1)
-        self._finalizer = weakref.finalize(self, _Server._shutdown, self.proc, self._stderr, self.layers,
-                                           self._inputs, self.dir)
+        self._finalizer = weakref.finalize(self, _Server._shutdown, os.getpid(), self.proc, self._stderr,
+                                           self.layers, self._inputs, self.dir)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -684,7 +705,9 @@ class _Server:
         self._finalizer()
 
     @staticmethod
-    def _shutdown(proc, stderr, layers, inputs, folder):
+    def _shutdown(owner_pid, proc, stderr, layers, inputs, folder):
+        if os.getpid() != owner_pid:
+            return  # a forked child: the binary and its folder belong to the parent
         if proc.poll() is None:
             try:
                 proc.stdin.close()

@@ -140,3 +140,20 @@ def test_scratch_folder_falls_back_when_shared_memory_is_small(tmp_path, monkeyp
     sim = Simulator(net, 5, "cpp_standalone", cache_dir=str(tmp_path))
     # inputs (25 + 1500 + 180 float64) and per layer 20 bytes per neuron-step plus 8 per step
     assert sim._exchange_bytes() == 8 * (40 * 2 + 1500 + 180) + 40 * (20 * 30 + 8) + 40 * (20 * 6 + 8)
+
+
+def test_scratch_folders_of_dead_processes_are_swept(tmp_path):
+    import subprocess
+
+    from sdsnn_brian import device as devmod
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f"sdsnn_brian-{dead}-abc123"
+    mine = tmp_path / f"sdsnn_brian-{os.getpid()}-def456"
+    other = tmp_path / "something-else"
+    for d in (stale, mine, other):
+        d.mkdir()
+        (d / "data").write_bytes(b"x" * 10)
+    devmod._sweep_scratch(str(tmp_path))
+    assert not stale.exists() and mine.exists() and other.exists()
