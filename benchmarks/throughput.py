@@ -15,7 +15,9 @@ Systems measured:
   ``dense``; ``dense-brian2-code`` is that build with Brian2's own event propagation
   (``event_code='brian2'``: spike queue) instead of sdsnn_brian's (``sdsnn_brian.codegen``);
   ``dense-process-per-run`` is the dense build started as a new process for every minibatch
-  through Brian2's ``device.run`` (``persistent=False``) instead of one process serving them all.
+  through Brian2's ``device.run`` (``persistent=False``) instead of one process serving them all;
+  ``dense-float32-weights`` stores the synaptic weights in float32 (``weight_dtype='float32'``;
+  the arithmetic stays float64, the weights are rounded).
   ``Simulator``'s default (``compact_below=0.2``) gives the masked-dense build at 50 and 25 %
   and the compacted one at 10 %.
 * ``neurons-rows`` / ``neurons-compacted`` at density d: SD-SNN's structure instead of random
@@ -94,6 +96,9 @@ parser.add_argument("--mask-kinds", nargs="+", choices=("random", "neurons"), de
                          "onto the living neurons; and neurons-compacted: synapse by synapse). Default: both")
 parser.add_argument("--no-brian2-code", action="store_true",
                     help="skip the dense run with Brian2's own event code (Simulator(event_code='brian2'))")
+parser.add_argument("--no-float32-weights", action="store_true",
+                    help="skip the dense run whose build stores the synaptic weights in float32 "
+                         "(Simulator(weight_dtype='float32'))")
 parser.add_argument("--no-process-per-run", action="store_true",
                     help="skip the dense run that starts the binary for every minibatch through Brian2's "
                          "device.run (Simulator(persistent=False)) instead of one serving process")
@@ -258,6 +263,8 @@ def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
         trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, event_code="brian2")
     elif build == "dense-process-per-run":  # the same binary started for every minibatch (device.run)
         trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, persistent=False)
+    elif build == "dense-float32-weights":  # synaptic weights stored in float32 (arithmetic float64)
+        trainer._sim = Simulator(net, B, DEVICE, threads=threads, cache_dir=cache_dir, weight_dtype="float32")
 
     # warm-up minibatch: builds (code generation + make) and runs once
     t0 = perf()
@@ -632,7 +639,8 @@ def main():
                     builds = ["empty"]
                 elif d >= 1.0:
                     builds = (["dense"] + ([] if args.no_brian2_code else ["dense-brian2-code"])
-                              + ([] if args.no_process_per_run else ["dense-process-per-run"]))
+                              + ([] if args.no_process_per_run else ["dense-process-per-run"])
+                              + ([] if args.no_float32_weights else ["dense-float32-weights"]))
                 else:
                     builds = []
                     if "random" in args.mask_kinds:

@@ -131,7 +131,8 @@ def noise_table(noise) -> np.ndarray:
 
 
 def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=None,
-                  connectivity=None, noise_values=None, event_code="sdsnn") -> BrianObjects:
+                  connectivity=None, noise_values=None, event_code="sdsnn",
+                  weight_dtype="float64") -> BrianObjects:
     """Create the Brian2 objects for ``net`` running ``batch`` samples per simulation.
 
     ``stim_values``/``weights``/``biases`` set initial values (the runtime device
@@ -146,6 +147,8 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     ``event_code``: ``'sdsnn'`` gives every pathway, on the C++ standalone device, the
     queue-free propagation of :mod:`sdsnn_brian.codegen` (all-to-all layers as vectorised
     rows); ``'brian2'`` keeps Brian2's code.
+    ``weight_dtype``: how the synapses store ``w`` (``'float64'`` or ``'float32'``; the
+    arithmetic stays float64).
     """
     import brian2 as b2
 
@@ -234,6 +237,7 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
         n_pre, n_post = prev.N, layer.size
         conn = None if connectivity is None else connectivity[k - 1]
         S = b2.Synapses(prev, G, "w : 1", on_pre=on_pre, namespace={"w_unit": unit},
+                        dtype={"w": np.dtype(weight_dtype).type},
                         delay=0 * b2.second, name=f"syn{k}",  # one shared delay, not one per synapse
                         codeobj_class=codeobj_class(cn.kind != "conv"))  # rows, where the layout has them
         if cn.kind == "conv":

@@ -111,13 +111,18 @@ class Trainer:
         build holding only what is left once at most 80 % of the synapses are present, so a
         minibatch costs less as SD-SNN prunes (see :meth:`simulator`).  The results are the
         same; ``False`` always runs the full build.
+    weight_dtype : str
+        How the compiled network stores its synaptic weights, ``'float64'`` (default) or
+        ``'float32'`` (less memory traffic per synaptic event; the simulation then equals a
+        float64 one with the weights rounded to float32, see :class:`~sdsnn_brian.device.Simulator`).
+        The trained parameters stay float64.
     """
 
     def __init__(self, net, device="cpp_standalone", surrogate="rectangular", loss="rate_mse",
                  optimizer=None, lr_schedule=None, detach_reset=False, seed=0, threads=0,
                  structure=None, structure_every=None, gradient_mode="reference", callbacks=(),
                  cache_dir=None, cuda_options=None, communicator=None, backward_dtype="float64",
-                 compact=True):
+                 compact=True, weight_dtype="float64"):
         from .distributed import SingleProcess
         from .optim import Adam
 
@@ -157,6 +162,9 @@ class Trainer:
         self.run_dir = None
         self._sim = None
         self.compact = bool(compact)
+        if weight_dtype not in ("float64", "float32"):
+            raise ValueError(f"weight_dtype must be 'float64' or 'float32', got {weight_dtype!r}")
+        self.weight_dtype = weight_dtype
         self._compact_sim = self._compact_masks = self._compact_seen = None
         self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
@@ -191,7 +199,8 @@ class Trainer:
             if self._sim is not None:
                 self._sim.close()
             self._sim = Simulator(self.net, batch_size, self.device, threads=self.threads,
-                                  cache_dir=self.cache_dir, cuda_options=self.cuda_options)
+                                  cache_dir=self.cache_dir, cuda_options=self.cuda_options,
+                                  weight_dtype=self.weight_dtype)
         return self._sim
 
     #: A compacted build serves while the synapses present are at least this fraction of its own.
@@ -218,7 +227,7 @@ class Trainer:
             self._compact_masks = [(m != 0).astype(np.float64) for m in self.masks]
             self._compact_sim = Simulator(self.net, batch_size, self.device, threads=self.threads,
                                           cache_dir=self.cache_dir, cuda_options=self.cuda_options,
-                                          masks=self._compact_masks)
+                                          masks=self._compact_masks, weight_dtype=self.weight_dtype)
         return self._compact_sim
 
     # -- one minibatch --------------------------------------------------------
@@ -614,8 +623,8 @@ class Trainer:
                "loss": self.loss.name, "optimizer": _describe(self.optimizer),
                "lr_schedule": _describe(self.lr_schedule), "detach_reset": self.detach_reset,
                "seed": self.seed, "threads": self.threads, "gradient_mode": self.gradient_mode,
-               "backward_dtype": self.backward_dtype.name,
-               "structure_every": self.structure_every,
+               "backward_dtype": self.backward_dtype.name, "weight_dtype": self.weight_dtype,
+               "compact": self.compact, "structure_every": self.structure_every,
                "structure": _describe(self.structure)}
         for key in ("epochs", "batch_size", "n_train"):
             if hasattr(self, key):

@@ -119,6 +119,49 @@ def test_a_dead_server_is_replaced_or_reported(cache_dir):
     sim.close()
 
 
+def test_a_request_the_binary_cannot_apply_is_an_error(cache_dir, tmp_path):
+    """Brian2's generated code prints a wrongly sized run_args file to stderr and keeps the old
+    values; the serving binary's stderr is watched, so that is an error naming the file."""
+    rng = np.random.default_rng(6)
+    net, batch, params = _dense_case(rng)
+    sim = Simulator(net, batch, "cpp_standalone", cache_dir=cache_dir)
+    (x, W, b, _), = _minibatches(net, batch, params, seed=7, n=1)
+    ref = sim.run(x, W, b)
+    short = tmp_path / "short_w"
+    np.zeros(7).tofile(short)
+    with pytest.raises(RuntimeError, match="could not apply the request.*short_w"):
+        sim._server.request([f"syn1.w={short}"])
+    _equal(ref, sim.run(x, W, b))  # the next minibatch is served normally
+    sim.close()
+
+
+def test_float32_weights_equal_a_float64_run_with_rounded_weights(cache_dir):
+    from reference import numpy_forward
+
+    rng = np.random.default_rng(8)
+    net, batch, params = _dense_case(rng)
+    masks = [None, (rng.random((6, 30)) < 0.15).astype(float)]  # and a compacted layer
+    sim = Simulator(net, batch, "cpp_standalone", cache_dir=cache_dir, weight_dtype="float32", masks=masks)
+    assert sim.input_dtype("syn1.w") == "float32" and sim.input_dtype("stim.values") == "float64"
+    assert sim.project_dir != Simulator(net, batch, "cpp_standalone", cache_dir=cache_dir, masks=masks).project_dir
+    for x, W, b, _ in _minibatches(net, batch, params, seed=9, n=2):
+        W = [w * (1 + 1e-7 * rng.standard_normal(w.shape)) for w in W]  # not float32-representable
+        rec = sim.run(x, W, b)
+        rounded = [w.astype(np.float32).astype(np.float64) * (1 if m is None else m) for w, m in zip(W, masks)]
+        u_ref, s_ref = numpy_forward(net.dynamics(), rounded, b, x)
+        u_64, _ = numpy_forward(net.dynamics(), [w * (1 if m is None else m) for w, m in zip(W, masks)], b, x)
+        for l in range(2):
+            np.testing.assert_array_equal(rec.s[l][:, :x.shape[1]], s_ref[l])
+            np.testing.assert_allclose(rec.u[l], u_ref[l], rtol=1e-12, atol=1e-12)
+        assert np.abs(rec.u[0] - u_64[0]).max() > 1e-12  # the rounding is real
+    one_shot = Simulator(net, batch, "cpp_standalone", cache_dir=cache_dir, weight_dtype="float32", masks=masks,
+                         persistent=False)
+    _equal(rec, one_shot.run(x, W, b))
+    with pytest.raises(ValueError, match="weight_dtype"):
+        Simulator(net, batch, "cpp_standalone", cache_dir=cache_dir, weight_dtype="float16")
+    sim.close()
+
+
 def test_serving_mode_needs_a_main_it_knows():
     text = "int main(int argc, char **argv)\n{\n    return 0;\n}\n"
     assert _serve_main(text, "", "") == (text, 0)
