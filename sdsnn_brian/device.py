@@ -220,6 +220,8 @@ class Simulator:
             raise ValueError(f"compact_below must be a fraction >= 0, got {compact_below!r}")
         self.connectivity = None
         self.run_masks = [None] * len(self.shapes)  # masks applied to the weights of layers kept whole
+        # per layer: None (every synapse is in the build and transmits) or the parameters that do
+        self.capacity = [None] * len(self.shapes)
         conn_key = "all-to-all"
         if masks is not None:
             if len(masks) != len(self.shapes):
@@ -239,6 +241,7 @@ class Simulator:
                         # rows over the living targets: every source to each of them, the removed
                         # synapses' weights zeroed at every run (all-to-all when every target lives)
                         self.run_masks[k] = present.astype(np.float64)
+                        self.capacity[k] = present
                         if len(living) == shape[0]:
                             connectivity.append(None)
                             h.update(b"all")
@@ -254,6 +257,7 @@ class Simulator:
                     conn = net.connections[k].synapse_map().select(m)  # the kernel entries present
                 else:
                     conn = present_synapses(m)
+                self.capacity[k] = np.asarray(m) != 0
                 connectivity.append(conn)
                 h.update(np.packbits(np.asarray(m) != 0).tobytes())
             if any(c is not None for c in connectivity):
@@ -401,6 +405,16 @@ class Simulator:
             if getattr(layer, "stochastic", False):
                 sizes[f"readout_noise{k}.values"] = (B * T, n_post)
         return sizes
+
+    def holds(self, masks) -> bool:
+        """Whether every synapse present in ``masks`` transmits in this build: then it runs that
+        structure exactly, given weights that are zero wherever ``masks`` removed a synapse."""
+        return all(c is None or not np.any((np.asarray(m) != 0) & ~c) for m, c in zip(masks, self.capacity))
+
+    @property
+    def synapses_built(self) -> int:
+        """The number of synapses in the build (what the simulation walks)."""
+        return sum(int(np.prod(v)) for k, v in self.expected_sizes().items() if k.endswith(".w"))
 
     def input_dtype(self, name) -> str:
         """The element type of a ``run_args`` file: the synaptic weights in ``weight_dtype``, all else float64."""

@@ -165,7 +165,7 @@ class Trainer:
         if weight_dtype not in ("float64", "float32"):
             raise ValueError(f"weight_dtype must be 'float64' or 'float32', got {weight_dtype!r}")
         self.weight_dtype = weight_dtype
-        self._compact_sim = self._compact_masks = self._compact_seen = None
+        self._compact_sim = self._compact_seen = None
         self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
 
@@ -183,13 +183,13 @@ class Trainer:
         """The simulator for minibatches of ``batch_size``.
 
         ``masked``: the weights it will run with are zero wherever a synapse was removed
-        (:meth:`effective_weights`).  Then, with ``compact=True``, once enough of the
-        structure has been pruned, it is a build without the removed synapses
-        (``Simulator(masks=...)``: rows onto the living neurons, or the present synapses
-        alone), so the simulation costs less as the structure shrinks.  A build serves as
-        long as no removed synapse has grown back and it holds less than 1/0.7 times the
-        synapses present; otherwise the next call builds one for the current masks (or
-        goes back to the full build when more than 80 % of the synapses are present).
+        (:meth:`effective_weights`).  Then, with ``compact=True``, once the build for the
+        current masks (``Simulator(masks=...)``: rows onto the living neurons, or the present
+        synapses alone) holds at most 80 % of the full build's synapses, the simulation runs
+        on it, so it costs less as the structure shrinks.  A build keeps serving as long as
+        every present synapse is in it and the build for the current masks would not hold
+        30 % fewer synapses; otherwise the next call switches (compiling only when that
+        project is not in the cache).
         """
         if masked and self.compact:
             sim = self._compacted_simulator(batch_size)
@@ -198,36 +198,35 @@ class Trainer:
         if self._sim is None or self._sim.batch_size != batch_size:
             if self._sim is not None:
                 self._sim.close()
-            self._sim = Simulator(self.net, batch_size, self.device, threads=self.threads,
-                                  cache_dir=self.cache_dir, cuda_options=self.cuda_options,
-                                  weight_dtype=self.weight_dtype)
+            self._sim = self._new_simulator(batch_size)
         return self._sim
 
-    #: A compacted build serves while the synapses present are at least this fraction of its own.
+    #: A compacted build keeps serving while the build for the current masks would hold at
+    #: least this fraction of its synapses.
     COMPACT_REBUILD = 0.7
-    #: No compacted build while more than this fraction of the synapses is present.
+    #: No compacted build while it would hold more than this fraction of the full build's synapses.
     COMPACT_ABOVE = 0.8
 
+    def _new_simulator(self, batch_size, masks=None):
+        return Simulator(self.net, batch_size, self.device, threads=self.threads, cache_dir=self.cache_dir,
+                         cuda_options=self.cuda_options, masks=masks, weight_dtype=self.weight_dtype)
+
     def _compacted_simulator(self, batch_size):
-        counts = tuple(int(np.count_nonzero(m)) for m in self.masks)
-        seen = (batch_size, tuple(id(m) for m in self.masks), self._mask_changes, counts)
+        seen = (batch_size, tuple(id(m) for m in self.masks), self._mask_changes,
+                tuple(int(np.count_nonzero(m)) for m in self.masks))
         if self._compact_seen == seen:
             return self._compact_sim
         self._compact_seen = seen
-        sim, built = self._compact_sim, self._compact_masks
-        present, total = sum(counts), sum(m.size for m in self.masks)
-        if sim is not None and sim.batch_size == batch_size \
-                and present >= self.COMPACT_REBUILD * sum(int(np.count_nonzero(b)) for b in built) \
-                and not any(np.any((m != 0) & (b == 0)) for m, b in zip(self.masks, built)):
-            return sim  # still a superset of the structure, and not much larger
-        if sim is not None:
-            sim.close()
-        self._compact_sim = self._compact_masks = None
-        if present <= self.COMPACT_ABOVE * total:
-            self._compact_masks = [(m != 0).astype(np.float64) for m in self.masks]
-            self._compact_sim = Simulator(self.net, batch_size, self.device, threads=self.threads,
-                                          cache_dir=self.cache_dir, cuda_options=self.cuda_options,
-                                          masks=self._compact_masks, weight_dtype=self.weight_dtype)
+        current = self._compact_sim
+        masks = [(m != 0).astype(np.float64) for m in self.masks]
+        candidate = self._new_simulator(batch_size, masks)  # nothing is built until it runs
+        if current is not None and current.batch_size == batch_size and current.holds(masks) \
+                and candidate.synapses_built >= self.COMPACT_REBUILD * current.synapses_built:
+            return current  # it runs this structure, and a new build would not save enough
+        if current is not None:
+            current.close()
+        full = self._new_simulator(batch_size).synapses_built
+        self._compact_sim = candidate if candidate.synapses_built <= self.COMPACT_ABOVE * full else None
         return self._compact_sim
 
     # -- one minibatch --------------------------------------------------------

@@ -88,3 +88,31 @@ def test_build_follows_the_structure(cache_dir):
     x2, rec2 = tr.forward(images[:4], np.random.default_rng(5), 4)
     for a, b in zip(rec.u + rec.s, rec2.u + rec2.s):
         np.testing.assert_array_equal(a, b)
+
+
+def test_regrowth_inside_a_living_row_reaches_the_simulation(cache_dir):
+    """A synapse regrown onto a living neuron is in the rows build, but the build zeroes the
+    synapses that were removed when it was made: the trainer switches to a build of the same
+    project (nothing to compile) that lets it transmit, and the results match the full build."""
+    tr = _trainer(cache_dir, True)
+    living = np.arange(8)
+    _prune(tr, living)
+    tr.masks[0][:, 5] = 0  # input 5 removed from every living neuron
+    for w, m in zip(tr.weights, tr.masks):
+        w *= m
+    images, labels = _data(2)
+    first = tr.simulator(4, masked=True)
+    tr.masks[0][2, 5] = 1  # regeneration
+    tr.weights[0][2, 5] = 2.0
+    tr._mask_changes += 1
+    second = tr.simulator(4, masked=True)
+    assert second is not first and second.project_dir == first.project_dir
+    assert second.holds(tr.masks) and not first.holds(tr.masks)
+    x, rec = tr.forward(images[:4], np.random.default_rng(3), 4)
+    tr.compact = False
+    _, ref = tr.forward(images[:4], np.random.default_rng(3), 4)
+    for a, b in zip(rec.u + rec.s, ref.u + ref.s):
+        np.testing.assert_array_equal(a, b)
+    assert x[:, :, 5].sum() > 0
+    stale = first.run(x, tr.effective_weights())  # the old build would have dropped the regrown synapse
+    assert not np.array_equal(stale.u[0][:, :, 2], rec.u[0][:, :, 2])
