@@ -249,6 +249,7 @@ def run_sdsnn(build, density, masks, cache_dir, threads, backward_dtype):
                       seed=args.seed, threads=threads, cache_dir=cache_dir,
                       gradient_mode="strict" if pruned else "reference", backward_dtype=backward_dtype,
                       compact=build == "neurons-rows")  # the trainer's own choice of build there
+    trainer.COMPACT_SWITCH_EVERY = 0  # compile at once (the build time is reported apart)
     full = [np.ones(s) if m is None else m for m, s in zip(masks, SHAPES)]
     if pruned:
         # a pruned network: removed synapses are zero, get no update ('strict') and do not exist

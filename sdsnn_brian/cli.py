@@ -65,6 +65,12 @@ def _add_train(sub):
     g.add_argument("--threads", type=int, default=0, help="OpenMP threads for C++ standalone")
     g.add_argument("--backward-dtype", default="float64", choices=["float64", "float32"],
                    help="precision of the numpy backward pass (float32: about half the time)")
+    g.add_argument("--weight-dtype", default="float64", choices=["float64", "float32"],
+                   help="how the compiled network stores synaptic weights (float32: less memory traffic; "
+                        "the simulation uses the weights rounded to float32)")
+    g.add_argument("--no-compact", action="store_true",
+                   help="always simulate the full build, even once pruning has removed most synapses "
+                        "(default: evaluation and strict-mode training run on a build without them)")
     g.add_argument("--distributed", action="store_true", help="data-parallel over MPI ranks: start with "
                    "'mpiexec -n K sdsnn train --distributed ...' (needs pip install '.[mpi]'; see docs/cluster.md)")
     g = p.add_argument_group("run directory")
@@ -232,6 +238,8 @@ def _prepare_train(args, comm=None):
                       lr_schedule=schedule, detach_reset=args.detach_reset, seed=args.seed, threads=args.threads,
                       structure=structure, structure_every=args.structure_every if args.sdsnn else None,
                       gradient_mode=args.gradient_mode, communicator=comm, backward_dtype=args.backward_dtype,
+                      weight_dtype=getattr(args, "weight_dtype", "float64"),
+                      compact=not getattr(args, "no_compact", False),
                       callbacks=[RunDirectory(args.run_dir, checkpoint_every=args.checkpoint_every,
                                               protocol=protocol, extra={"cli_args": cli_args})])
 

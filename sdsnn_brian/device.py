@@ -412,6 +412,11 @@ class Simulator:
         return all(c is None or not np.any((np.asarray(m) != 0) & ~c) for m, c in zip(masks, self.capacity))
 
     @property
+    def compiled(self) -> bool:
+        """Whether this build's project is already compiled in the cache (the runtime device has none)."""
+        return self.project_dir is not None and os.path.exists(os.path.join(self.project_dir, "main"))
+
+    @property
     def synapses_built(self) -> int:
         """The number of synapses in the build (what the simulation walks)."""
         return sum(int(np.prod(v)) for k, v in self.expected_sizes().items() if k.endswith(".w"))

@@ -109,8 +109,10 @@ class Trainer:
         Simulate a pruned structure without its removed synapses (default): evaluation,
         and training in ``'strict'`` mode (where removed synapses transmit nothing), run on a
         build holding only what is left once at most 80 % of the synapses are present, so a
-        minibatch costs less as SD-SNN prunes (see :meth:`simulator`).  The results are the
-        same; ``False`` always runs the full build.
+        minibatch costs less as SD-SNN prunes (see :meth:`simulator`; the build changes at most
+        once every ``COMPACT_SWITCH_EVERY`` = 500 such minibatches, so short runs do not pay
+        code generation and compilations they cannot repay).  The results are the same; ``False``
+        always runs the full build.
     weight_dtype : str
         How the compiled network stores its synaptic weights, ``'float64'`` (default) or
         ``'float32'`` (less memory traffic per synaptic event; the simulation then equals a
@@ -166,6 +168,7 @@ class Trainer:
             raise ValueError(f"weight_dtype must be 'float64' or 'float32', got {weight_dtype!r}")
         self.weight_dtype = weight_dtype
         self._compact_sim = self._compact_seen = None
+        self._masked_runs = self._switched_at = 0  # minibatches on the masked path; the last new build
         self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
 
@@ -188,8 +191,10 @@ class Trainer:
         synapses alone) holds at most 80 % of the full build's synapses, the simulation runs
         on it, so it costs less as the structure shrinks.  A build keeps serving as long as
         every present synapse is in it and the build for the current masks would not hold
-        30 % fewer synapses; otherwise the next call switches (compiling only when that
-        project is not in the cache).
+        30 % fewer synapses; otherwise the build for the current masks takes over, but only
+        once ``COMPACT_SWITCH_EVERY`` minibatches have run on this path since the start or
+        the last change (meanwhile a build that still runs the structure, or the full one,
+        serves): a change costs code generation and, unless cached, a compilation.
         """
         if masked and self.compact:
             sim = self._compacted_simulator(batch_size)
@@ -211,23 +216,39 @@ class Trainer:
         return Simulator(self.net, batch_size, self.device, threads=self.threads, cache_dir=self.cache_dir,
                          cuda_options=self.cuda_options, masks=masks, weight_dtype=self.weight_dtype)
 
+    #: Minibatches run on the masked path before the first compacted build and between two
+    #: changes of it: a change generates the project's code (about 2 s for 784-400-10 here) and
+    #: compiles it unless it is in the cache (about 7 s), against up to 20 ms saved per minibatch.
+    COMPACT_SWITCH_EVERY = 500
+
     def _compacted_simulator(self, batch_size):
+        self._masked_runs += 1
         seen = (batch_size, tuple(id(m) for m in self.masks), self._mask_changes,
                 tuple(int(np.count_nonzero(m)) for m in self.masks))
         if self._compact_seen == seen:
             return self._compact_sim
-        self._compact_seen = seen
         current = self._compact_sim
         masks = [(m != 0).astype(np.float64) for m in self.masks]
         candidate = self._new_simulator(batch_size, masks)  # nothing is built until it runs
         if current is not None and current.batch_size == batch_size and current.holds(masks) \
                 and candidate.synapses_built >= self.COMPACT_REBUILD * current.synapses_built:
+            self._compact_seen = seen
             return current  # it runs this structure, and a new build would not save enough
+        full = self._new_simulator(batch_size).synapses_built
+        if candidate.synapses_built > self.COMPACT_ABOVE * full:
+            candidate = None
+        elif self._masked_runs - self._switched_at < self.COMPACT_SWITCH_EVERY:
+            # not worth a new build yet: keep one that still runs this structure, else the full
+            # one, and decide again at the next minibatch
+            return current if current is not None and current.batch_size == batch_size \
+                and current.holds(masks) else None
+        else:
+            self._switched_at = self._masked_runs
+        self._compact_seen = seen
         if current is not None:
             current.close()
-        full = self._new_simulator(batch_size).synapses_built
-        self._compact_sim = candidate if candidate.synapses_built <= self.COMPACT_ABOVE * full else None
-        return self._compact_sim
+        self._compact_sim = candidate
+        return candidate
 
     # -- one minibatch --------------------------------------------------------
     def encode(self, images, rng):

@@ -11,6 +11,7 @@ def _trainer(cache_dir, compact, mode="strict"):
     net = Network(Input(30, encoding="rate"), Dense(20), Dense(5), steps=6)
     tr = Trainer(net, device="cpp_standalone", optimizer=Adam(1e-2), gradient_mode=mode, seed=3,
                  cache_dir=cache_dir, compact=compact)
+    tr.COMPACT_SWITCH_EVERY = 0  # change builds at once (test_build_changes_are_rationed: the default)
     tr.weights = [3 * w for w in tr.weights]
     return tr
 
@@ -116,3 +117,28 @@ def test_regrowth_inside_a_living_row_reaches_the_simulation(cache_dir):
     assert x[:, :, 5].sum() > 0
     stale = first.run(x, tr.effective_weights())  # the old build would have dropped the regrown synapse
     assert not np.array_equal(stale.u[0][:, :, 2], rec.u[0][:, :, 2])
+
+
+def test_build_changes_are_rationed(tmp_path):
+    """A compacted build takes over only once enough minibatches ran on the masked path to repay
+    its code generation and compilation; until then the full build, or a build that still runs
+    the structure, serves."""
+    tr = _trainer(str(tmp_path), True)
+    assert Trainer.COMPACT_SWITCH_EVERY == 500
+    tr.COMPACT_SWITCH_EVERY = 4
+    _prune(tr, np.arange(6))
+    for _ in range(3):  # fewer than 4 masked minibatches: the full build
+        assert tr.simulator(4, masked=True) is tr._sim
+    assert tr._compact_sim is None
+    sim = tr.simulator(4, masked=True)  # the fourth: the compacted build takes over
+    assert sim is tr._compact_sim and sim.connectivity[0] is not None
+    images, labels = _data(4)
+    tr.train_step(images[:4], labels[:4], np.random.default_rng(0), 4)
+    assert sim.compiled
+    _prune(tr, np.arange(3))  # a much smaller structure, soon after: the build that holds it stays
+    assert tr.simulator(4, masked=True) is sim
+    tr.masks[0][10, 0] = 1  # a synapse it does not hold: the full build until the next change is due
+    tr._mask_changes += 1
+    assert tr.simulator(4, masked=True) is tr._sim
+    smaller = tr.simulator(4, masked=True)  # four masked minibatches since the last change
+    assert smaller is tr._compact_sim and smaller is not sim and smaller.holds(tr.masks)
