@@ -96,19 +96,23 @@
     {% set _ = _post_arrays.append(get_array_name(variables[_name])) %}
     {% endif %}
     {% endfor %}
+    {# one row per spiking source: `width` synapses, the statements `code` on each #}
+    {% macro rows(code, width) %}
+    for (int32_t _k = 0; _k < _n_spiking; _k++)
+    {
+        const int32_t _i = {{_spikespace}}[_k];
+        const size_t _row = (size_t)_i * {{width}};
+        for (int32_t _j = 0; _j < {{width}}; _j++)
+        {
+            const size_t _idx = _row + _j;
+            const size_t _vectorisation_idx = _idx;
+            {{code|autoindent}}
+        }
+    }
+    {% endmacro %}
     if (_dense && _all_targets)
     {
-        for (int32_t _k = 0; _k < _n_spiking; _k++)
-        {
-            const int32_t _i = {{_spikespace}}[_k];
-            const size_t _row = (size_t)_i * _n_targets;
-            for (int32_t _j = 0; _j < _n_targets; _j++)
-            {
-                const size_t _idx = _row + _j;
-                const size_t _vectorisation_idx = _idx;
-                {{_rows|autoindent}}
-            }
-        }
+        {{rows(_rows, '_n_targets')}}
     }
     else if (_dense)
     {
@@ -123,21 +127,11 @@
             for (int32_t _j = 0; _j < _nJ; _j++)
                 _at_J{{loop.index}}[_j] = {{_array}}[_J[_j]];
             {% endfor %}
-            for (int32_t _k = 0; _k < _n_spiking; _k++)
-            {
-                const int32_t _i = {{_spikespace}}[_k];
-                const size_t _row = (size_t)_i * _nJ;
-                for (int32_t _j = 0; _j < _nJ; _j++)
-                {
-                    const size_t _idx = _row + _j;
-                    const size_t _vectorisation_idx = _idx;
-                    {% set _ns = namespace(code=_rows) %}
-                    {% for _array in _post_arrays %}
-                    {% set _ns.code = _ns.code|map('replace', _array ~ '[_postsynaptic_idx]', '_at_J' ~ loop.index ~ '[_postsynaptic_idx]')|list %}
-                    {% endfor %}
-                    {{_ns.code|autoindent}}
-                }
-            }
+            {% set _ns = namespace(code=_rows) %}
+            {% for _array in _post_arrays %}
+            {% set _ns.code = _ns.code|map('replace', _array ~ '[_postsynaptic_idx]', '_at_J' ~ loop.index ~ '[_postsynaptic_idx]')|list %}
+            {% endfor %}
+            {{rows(_ns.code, '_nJ')}}
             {% for _array in _post_arrays %}
             for (int32_t _j = 0; _j < _nJ; _j++)
                 {{_array}}[_J[_j]] = _at_J{{loop.index}}[_j];
