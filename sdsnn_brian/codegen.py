@@ -1,6 +1,7 @@
-"""The generated C++: sdsnn_brian's event propagation, and the trims applied to Brian2's project.
+"""The generated C++: sdsnn_brian's event propagation, input decoding, serving mode, and the
+trims applied to Brian2's project.
 
-Two things make a C++ standalone minibatch cheaper than Brian2's generic code, without
+Four things make a C++ standalone minibatch cheaper than Brian2's generic code, without
 changing a single number it computes:
 
 **Event propagation without a spike queue** (:func:`event_codeobj_class`).  Every synaptic
@@ -36,7 +37,18 @@ generation, before ``make``):
 * ``Network::run`` no longer calls ``std::clock()`` (a system call here) after every step; it
   still measures the run's duration once at its end (Brian2's ``last_run_info``).
 
-A generated file that does not match the expected text is left as Brian2 wrote it.
+**Packed input decoding** (:func:`input_codeobj_class`): the input group's thresholder reads
+each packed 32-bit value once per step and turns its set bits into spikes
+(``templates/input/threshold.cpp``), instead of evaluating the threshold expression -- the
+same bit -- for every input.
+
+**Serving mode** (:func:`_serve_main`, part of :func:`tune_generated_code`): ``main --serve``
+sets the network up once and then runs one minibatch per line of standard input, its state put
+back from a snapshot before each; :class:`sdsnn_brian.device.Simulator` keeps one such process
+per simulator.
+
+A generated file that does not match the expected text is left as Brian2 wrote it (a
+``main.cpp`` without the serving mode makes the simulator fall back to ``device.run``).
 """
 from __future__ import annotations
 
