@@ -10,10 +10,10 @@
     for every minibatch puts its state back to what it was after set-up, reads the
     ``run_args`` files named on one line of its standard input, runs, writes its results
     and answers one line.  ``persistent=False`` starts the binary for every minibatch
-    through Brian2's ``device.run``; both give identical results.  The project lives in a cache directory keyed by the
-    network's structure, the batch size, the device and the Brian2 version, so a
-    second process finds it compiled (``make`` has nothing to do).  A lock file
-    serialises builds of the same project (exclusive) against runs of its binary
+    through Brian2's ``device.run``; both give identical results.  The project lives in a
+    cache directory keyed by the network's structure, the batch size, the device and the
+    Brian2 version, so a second process finds it compiled (``make`` has nothing to do).  A
+    lock file serialises builds of the same project (exclusive) against runs of its binary
     (shared); every process reads results from its own results directory.
 ``'cuda_standalone'``
     The same through brian2cuda (see :mod:`sdsnn_brian.cuda`); needs a GPU to run.
@@ -564,7 +564,6 @@ class Simulator:
         if self._server is not None:
             self._server.close()
             self._server = None
-
 
     def delete_project(self):
         """Remove this simulator's compiled project from the cache."""

@@ -167,7 +167,8 @@ class Trainer:
         if weight_dtype not in ("float64", "float32"):
             raise ValueError(f"weight_dtype must be 'float64' or 'float32', got {weight_dtype!r}")
         self.weight_dtype = weight_dtype
-        self._compact_sim = self._compact_seen = None
+        self._compact_sim = self._compact_seen = self._compact_choice = None
+        self._compact_recheck = float("inf")  # masked minibatch at which a postponed decision is due
         self._masked_runs = self._switched_at = 0  # minibatches on the masked path; the last new build
         self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
@@ -222,32 +223,34 @@ class Trainer:
     COMPACT_SWITCH_EVERY = 500
 
     def _compacted_simulator(self, batch_size):
+        """The compacted build to use now, or ``None`` for the full one (see :meth:`simulator`)."""
         self._masked_runs += 1
         seen = (batch_size, tuple(id(m) for m in self.masks), self._mask_changes,
                 tuple(int(np.count_nonzero(m)) for m in self.masks))
-        if self._compact_seen == seen:
-            return self._compact_sim
+        if self._compact_seen == seen and self._masked_runs < self._compact_recheck:
+            return self._compact_choice
+        self._compact_seen, self._compact_recheck = seen, float("inf")
         current = self._compact_sim
+        usable = current is not None and current.batch_size == batch_size
         masks = [(m != 0).astype(np.float64) for m in self.masks]
+        usable = usable and current.holds(masks)
         candidate = self._new_simulator(batch_size, masks)  # nothing is built until it runs
-        if current is not None and current.batch_size == batch_size and current.holds(masks) \
-                and candidate.synapses_built >= self.COMPACT_REBUILD * current.synapses_built:
-            self._compact_seen = seen
-            return current  # it runs this structure, and a new build would not save enough
-        full = self._new_simulator(batch_size).synapses_built
-        if candidate.synapses_built > self.COMPACT_ABOVE * full:
+        if usable and candidate.synapses_built >= self.COMPACT_REBUILD * current.synapses_built:
+            self._compact_choice = current  # it runs this structure, and a new build would not save enough
+            return current
+        if candidate.synapses_built > self.COMPACT_ABOVE * self._new_simulator(batch_size).synapses_built:
             candidate = None
         elif self._masked_runs - self._switched_at < self.COMPACT_SWITCH_EVERY:
-            # not worth a new build yet: keep one that still runs this structure, else the full
-            # one, and decide again at the next minibatch
-            return current if current is not None and current.batch_size == batch_size \
-                and current.holds(masks) else None
+            # not worth a new build yet: keep one that still runs this structure, else the full one,
+            # until the next change is due
+            self._compact_recheck = self._switched_at + self.COMPACT_SWITCH_EVERY
+            self._compact_choice = current if usable else None
+            return self._compact_choice
         else:
             self._switched_at = self._masked_runs
-        self._compact_seen = seen
         if current is not None:
             current.close()
-        self._compact_sim = candidate
+        self._compact_sim = self._compact_choice = candidate
         return candidate
 
     # -- one minibatch --------------------------------------------------------
