@@ -229,70 +229,8 @@ _MAIN_START = "int main(int argc, char **argv)\n{\n"
 
 _RESULT_FILE = re.compile(r'outfile_(?P<name>_dynamic_array_\w+)\.open\(results_dir \+ "(?P<file>\w+)"')
 
-#: C++ of the serving mode that does not depend on the network (see :func:`_serve_support`).
-_SERVE_COMMON = r"""
-// results files mapped into memory: a 64-byte header (the payload's bytes as uint64), then
-// the payload; a file only grows, so its pages stay mapped from one request to the next
-struct Mapped { int fd = -1; char* base = 0; size_t cap = 0; };
-static char* reserve(Mapped& f, const std::string& path, size_t bytes)
-{
-    const size_t need = bytes + 64;
-    if (f.fd < 0)
-        f.fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (f.fd < 0)
-    {
-        std::cerr << "sdsnn_serve: cannot open " << path << std::endl;
-        exit(1);
-    }
-    if (need > f.cap)
-    {
-        size_t cap = std::max(need, 2 * f.cap);
-        cap = (cap + 4095) / 4096 * 4096;
-        if (f.base)
-            munmap(f.base, f.cap);
-        void* base = MAP_FAILED;
-        if (ftruncate(f.fd, cap) == 0)
-            base = mmap(0, cap, PROT_READ | PROT_WRITE, MAP_SHARED, f.fd, 0);
-        if (base == MAP_FAILED)
-        {
-            std::cerr << "sdsnn_serve: cannot map " << cap << " bytes of " << path << std::endl;
-            exit(1);
-        }
-        f.base = static_cast<char*>(base);
-        f.cap = cap;
-    }
-    *reinterpret_cast<uint64_t*>(f.base) = bytes;
-    return f.base + 64;
-}
-template<class T> void publish(Mapped& f, const std::string& path, const std::vector<T>& v)
-{
-    char* out = reserve(f, path, v.size() * sizeof(T));
-    if (!v.empty())
-        memcpy(out, &v[0], v.size() * sizeof(T));
-}
-template<class T> void publish(Mapped& f, const std::string& path, DynamicArray2D<T>& a)
-{
-    const size_t row = a.m * sizeof(T);
-    char* out = reserve(f, path, a.n * row);
-    if (row)
-        for (int n = 0; n < a.n; n++)
-            memcpy(out + n * row, &a(n, 0), row);
-}
-// one request per line: name=file arguments separated by tabs; false at the end of the input
-bool next_request(std::vector<std::string>& request)
-{
-    std::string line;
-    if (!std::getline(std::cin, line))
-        return false;
-    request.clear();
-    std::istringstream fields(line);
-    std::string field;
-    while (std::getline(fields, field, '\t'))
-        if (!field.empty())
-            request.push_back(field);
-    return true;
-}
-"""
+#: The file with the C++ of the serving mode that does not depend on the network.
+SERVE_SOURCE = "serve.cpp"
 
 
 def _serve_support(objects_h: str, objects_cpp: str) -> str:
@@ -304,7 +242,7 @@ def _serve_support(objects_h: str, objects_cpp: str) -> str:
     recordings).  Kept: the synapses (built once; a run changes no synaptic variable of the
     networks the builder creates, and the weights come with every request) and the index
     arrays ``connect`` created them from.  Published: the recordings, each into the file of
-    the name Brian2 gives it, mapped into memory (see ``reserve`` above).
+    the name Brian2 gives it, mapped into memory (``reserve`` in ``templates/serve.cpp``).
     """
     synapses = _SYNAPSES_DECL.findall(objects_h)
     skip = {f"_array_{s}_{v}" for s in synapses for v in ("sources", "targets")}
@@ -313,9 +251,11 @@ def _serve_support(objects_h: str, objects_cpp: str) -> str:
     dyn2 = [m["name"] for m in _DYN2_DECL.finditer(objects_h)]
     files = {m["name"]: m["file"] for m in _RESULT_FILE.finditer(objects_cpp)}
     out = [name for name in dyn + dyn2 if name in files]
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), TEMPLATES_DIR, SERVE_SOURCE)) as fh:
+        common = fh.read()
     lines = ["// sdsnn_brian: serving minibatches from one process (see sdsnn_brian/codegen.py)",
              "#include <sstream>", "#include <cstring>", "#include <fcntl.h>", "#include <sys/mman.h>",
-             "#include <unistd.h>", "namespace sdsnn_serve {", _SERVE_COMMON]
+             "#include <unistd.h>", "namespace sdsnn_serve {", common]
     lines += [f"static std::vector<{t}> _fixed{k};  // {name}" for k, (t, name) in enumerate(fixed)]
     lines.append(f"static bool _was_empty[{max(len(dyn), 1)}];")
     lines.append(f"static Mapped _out[{max(len(out), 1)}];")
