@@ -92,7 +92,7 @@ parser.add_argument("--no-masked-dense", action="store_true", help="skip the mas
 parser.add_argument("--mask-kinds", nargs="+", choices=("random", "neurons"), default=["random", "neurons"],
                     help="how synapses are removed at each density: 'random' places (builds masked-dense and "
                          "compacted), and/or 'neurons': SD-SNN's neuronal pruning, whole hidden neurons with "
-                         "their incoming and outgoing synapses (builds neurons-rows, Simulator's default: rows "
+                         "their incoming and outgoing synapses (builds neurons-rows, the trainer's own build: rows "
                          "onto the living neurons; and neurons-compacted: synapse by synapse). Default: both")
 parser.add_argument("--no-brian2-code", action="store_true",
                     help="skip the dense run with Brian2's own event code (Simulator(event_code='brian2'))")

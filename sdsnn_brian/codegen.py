@@ -225,8 +225,6 @@ _RUN_BLOCK = re.compile(
     r"(?P<run>[ \t]*(?P<net>\w+)\.run\([^\n]*\);\n)"
     r"(?P<after>(?:[ \t]*_after_run_\w+\(\);\n)*)")
 _MAIN_START = "int main(int argc, char **argv)\n{\n"
-
-
 _RESULT_FILE = re.compile(r'outfile_(?P<name>_dynamic_array_\w+)\.open\(results_dir \+ "(?P<file>\w+)"')
 
 #: The file with the C++ of the serving mode that does not depend on the network.
@@ -274,12 +272,14 @@ def _serve_support(objects_h: str, objects_cpp: str) -> str:
     lines.append("}\n}  // namespace sdsnn_serve\n")
     return "\n".join(lines) + "\n"
 
+
 def _serve_main(text: str, objects_h: str, objects_cpp: str) -> tuple[str, int]:
     """Give ``main`` a serving mode: ``main --results_dir DIR --serve`` sets up the network once
     (synapses included), then answers one request per line of standard input (the
     ``name=file`` arguments of a run, tab-separated): state put back to what it was after
     set-up, arguments applied, the network run, the recordings published into memory-mapped
-    files in DIR, and one line ``sdsnn_done <seconds>`` printed.  Without ``--serve`` the binary runs once as before."""
+    files in DIR, and one line ``sdsnn_done <seconds>`` printed.  Without ``--serve`` the
+    binary runs once as before."""
     m = _RUN_BLOCK.search(text)
     if m is None or _MAIN_START not in text or "sdsnn_serve" in text:
         return text, 0
@@ -320,7 +320,10 @@ def _serve_main(text: str, objects_h: str, objects_cpp: str) -> tuple[str, int]:
 def serving_supported(project_dir) -> bool:
     """Whether the generated binary in ``project_dir`` has the ``--serve`` mode."""
     path = os.path.join(project_dir, "main.cpp")
-    return os.path.exists(path) and "sdsnn_serve::next_request" in open(path).read()
+    if not os.path.exists(path):
+        return False
+    with open(path) as fh:
+        return "sdsnn_serve::next_request" in fh.read()
 
 
 def tune_generated_code(project_dir) -> int:
