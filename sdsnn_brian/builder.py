@@ -152,7 +152,7 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     """
     import brian2 as b2
 
-    from .codegen import event_codeobj_class, input_codeobj_class, uses_event_code
+    from .codegen import event_codeobj_class, group_codeobj_class, input_codeobj_class, uses_event_code
 
     own_code = uses_event_code(event_code)
 
@@ -204,8 +204,9 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
             ns[f"readout_noise{k}"] = noise
             threshold, reset = f"{m} > readout_noise{k}(t, i)", ""
             extra[f"readout_noise{k}"] = noise
+        layer_class = group_codeobj_class() if own_code else None
         G = b2.NeuronGroup(layer.size, eqs, threshold=threshold, reset=reset,
-                           method=model.method, namespace=ns, name=f"layer{k}")
+                           method=model.method, namespace=ns, name=f"layer{k}", codeobj_class=layer_class)
         G.thresholder["spike"].when = "after_synapses"
         G.thresholder["spike"].order = 10 * k + 5
         G.resetter["spike"].when = "after_synapses"
@@ -256,7 +257,8 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
                 S.w = synapse_order(weights[k - 1], conn)
         S.pre.when = "after_synapses"
         S.pre.order = 10 * k
-        sm = b2.StateMonitor(G, m, record=True, when="after_synapses", order=10 * k + 4, name=f"layer{k}_membrane")
+        sm = b2.StateMonitor(G, m, record=True, when="after_synapses", order=10 * k + 4, name=f"layer{k}_membrane",
+                             codeobj_class=layer_class)
         spm = b2.SpikeMonitor(G, when="after_synapses", order=10 * k + 6, name=f"layer{k}_spikes")
         objects += [G, S, sm, spm]
         groups.append(G)

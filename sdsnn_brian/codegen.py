@@ -1,7 +1,7 @@
 """The generated C++: sdsnn_brian's event propagation, input decoding, serving mode, and the
 trims applied to Brian2's project.
 
-Four things make a C++ standalone minibatch cheaper than Brian2's generic code, without
+Five things make a C++ standalone minibatch cheaper than Brian2's generic code, without
 changing a single number it computes:
 
 **Event propagation without a spike queue** (:func:`event_codeobj_class`).  Every synaptic
@@ -20,6 +20,10 @@ from the C++ standalone one, so every other template stays Brian2's):
   state when ``J`` is every target (all-to-all), else into a copy of the state at ``J``
   taken once per step and written back after the last row (a layer whose other neurons
   were pruned, built by ``Simulator(masks=...)``: its cost falls with the neurons left).
+  The rows of ``ROWS_BLOCK`` (4) spiking sources are added in one pass over the targets, so a
+  target's state is loaded and stored once per 4 rows instead of once per row (each row still
+  added after the one before; the file is compiled without ``-fassociative-math``, so the
+  compiler cannot regroup those additions).
 
 The statements are still Brian2's (``on_pre`` compiled by Brian2's code generator); sources
 are taken in ascending order and each source's synapses in creation order, which is the
@@ -42,6 +46,12 @@ each packed 32-bit value once per step and turns its set bits into spikes
 (``templates/input/threshold.cpp``), instead of evaluating the threshold expression -- the
 same bit -- for every input.
 
+**Thresholds and membrane monitors of the trained layers** (:func:`group_codeobj_class`): a
+layer's thresholder tests 8 neurons at a time and stores spikes without a branch
+(``templates/group/threshold.cpp``); its ``StateMonitor`` writes each step into a row through a
+pointer and keeps the rows from one minibatch to the next in the serving mode, instead of
+creating a zero-filled row vector at every step (``templates/group/statemonitor.cpp``).
+
 **Serving mode** (:func:`_serve_main`, part of :func:`tune_generated_code`): ``main --serve``
 sets the network up once and then runs one minibatch per line of standard input, its state put
 back from a snapshot before each; :class:`sdsnn_brian.device.Simulator` keeps one such process
@@ -56,14 +66,18 @@ import hashlib
 import os
 import re
 
-__all__ = ["event_codeobj_class", "input_codeobj_class", "uses_event_code", "tune_generated_code", "serving_supported", "source_version",
+__all__ = ["event_codeobj_class", "input_codeobj_class", "group_codeobj_class", "uses_event_code", "tune_generated_code", "serving_supported", "source_version",
            "EVENT_CODES", "SERVE_DONE"]
 
 #: ``'sdsnn'``: the queue-free propagation of this module; ``'brian2'``: Brian2's own templates.
 EVENT_CODES = ("sdsnn", "brian2")
 
 TEMPLATES_DIR = "templates"
+#: Spiking sources whose rows the rows path adds in one pass over the targets
+#: (``templates/synapses.cpp``).
+ROWS_BLOCK = int(os.environ.get("SDSNN_ROWS_BLOCK", 4))
 INPUT_TEMPLATES_DIR = "templates/input"
+GROUP_TEMPLATES_DIR = "templates/group"
 _CLASSES = {}
 
 
@@ -72,7 +86,7 @@ def source_version() -> str:
     h = hashlib.sha256()
     here = os.path.dirname(os.path.abspath(__file__))
     paths = [os.path.abspath(__file__)]
-    for folder in (TEMPLATES_DIR, INPUT_TEMPLATES_DIR):
+    for folder in (TEMPLATES_DIR, INPUT_TEMPLATES_DIR, GROUP_TEMPLATES_DIR):
         tdir = os.path.join(here, folder)
         paths += [os.path.join(tdir, f) for f in sorted(os.listdir(tdir)) if f.endswith(".cpp")]
     for p in paths:
@@ -101,7 +115,7 @@ def event_codeobj_class(dense: bool):
         from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
 
         templater = CPPStandaloneCodeObject.templater.derive(
-            "sdsnn_brian", templates_dir=TEMPLATES_DIR, env_globals={"sdsnn_dense_rows": dense})
+            "sdsnn_brian", templates_dir=TEMPLATES_DIR, env_globals={"sdsnn_dense_rows": dense, "sdsnn_block": ROWS_BLOCK})
         name = "DenseRowsCodeObject" if dense else "SourceRowsCodeObject"
         _CLASSES[dense] = type(name, (CPPStandaloneCodeObject,), {
             "templater": templater,
@@ -128,6 +142,25 @@ def input_codeobj_class(stim_name: str, bits: int):
         _CLASSES[key] = type("PackedInputCodeObject", (CPPStandaloneCodeObject,), {
             "templater": templater,
             "__doc__": "C++ standalone code object: packed input bits decoded a value at a time",
+        })
+    return _CLASSES[key]
+
+
+def group_codeobj_class():
+    """The C++ standalone code object class for the trained layers' groups and membrane monitors.
+
+    A group's thresholder stores its spikes without a branch (``templates/group/threshold.cpp``);
+    a ``StateMonitor`` writes each step into a row it keeps from one run to the next
+    (``templates/group/statemonitor.cpp``).  Every other code object of the group is Brian2's.
+    """
+    key = "group"
+    if key not in _CLASSES:
+        from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
+
+        templater = CPPStandaloneCodeObject.templater.derive("sdsnn_brian", templates_dir=GROUP_TEMPLATES_DIR)
+        _CLASSES[key] = type("LayerCodeObject", (CPPStandaloneCodeObject,), {
+            "templater": templater,
+            "__doc__": "C++ standalone code object: branch-free thresholds, monitors that keep their rows",
         })
     return _CLASSES[key]
 
@@ -231,7 +264,17 @@ _RESULT_FILE = re.compile(r'outfile_(?P<name>_dynamic_array_\w+)\.open\(results_
 SERVE_SOURCE = "serve.cpp"
 
 
-def _serve_support(objects_h: str, objects_cpp: str) -> str:
+def _steps_array(name: str, dyn: list, kept):
+    """The time array of the monitor that records the 2-D array ``name`` (its length is the
+    number of steps recorded), or None when that monitor does not keep its rows (only
+    ``templates/group/statemonitor.cpp`` does)."""
+    if name not in kept:
+        return None
+    owners = [d for d in dyn if d.endswith("_t") and name.startswith(d[:-1])]
+    return max(owners, key=len) if owners else None
+
+
+def _serve_support(objects_h: str, objects_cpp: str, kept=frozenset()) -> str:
     """C++ that snapshots the state after set-up, puts it back before every request, and
     publishes the recordings after it.
 
@@ -264,16 +307,20 @@ def _serve_support(objects_h: str, objects_cpp: str) -> str:
     lines += [f"    if ({name}) std::copy(_fixed{k}.begin(), _fixed{k}.end(), {name});"
               for k, (t, name) in enumerate(fixed)]
     lines += [f"    if (_was_empty[{k}]) {name}.clear();" for k, name in enumerate(dyn)]
-    lines += [f"    {name}.resize(0, {name}.m);" for name in dyn2]
+    # a 2-D recording keeps its rows (the monitor template of this package rewrites them; its
+    # recorded steps are counted by the monitor's time array); one without such a count is emptied
+    steps = {name: _steps_array(name, dyn, kept) for name in dyn2}
+    lines += [f"    {name}.resize(0, {name}.m);" for name in dyn2 if steps[name] is None]
     lines.append("}\nvoid publish_results()\n{\n    using namespace brian;")
     for k, name in enumerate(out):  # the recordings: 2-D arrays, and 1-D ones empty after set-up
         cond = "" if name in dyn2 else f"if (_was_empty[{dyn.index(name)}]) "
-        lines.append(f'    {cond}publish(_out[{k}], results_dir + "{files[name]}", {name});')
+        rows = f", {steps[name]}.size()" if steps.get(name) else ""
+        lines.append(f'    {cond}publish(_out[{k}], results_dir + "{files[name]}", {name}{rows});')
     lines.append("}\n}  // namespace sdsnn_serve\n")
     return "\n".join(lines) + "\n"
 
 
-def _serve_main(text: str, objects_h: str, objects_cpp: str) -> tuple[str, int]:
+def _serve_main(text: str, objects_h: str, objects_cpp: str, kept=frozenset()) -> tuple[str, int]:
     """Give ``main`` a serving mode: ``main --results_dir DIR --serve`` sets up the network once
     (synapses included), then answers one request per line of standard input (the
     ``name=file`` arguments of a run, tab-separated): state put back to what it was after
@@ -313,7 +360,7 @@ def _serve_main(text: str, objects_h: str, objects_cpp: str) -> tuple[str, int]:
     if anchor not in text:
         return text, 0  # pragma: no cover  (a Brian2 main we do not know)
     text = text.replace(anchor, flag + anchor, 1)
-    text = text.replace(_MAIN_START, _serve_support(objects_h, objects_cpp) + _MAIN_START, 1)
+    text = text.replace(_MAIN_START, _serve_support(objects_h, objects_cpp, kept) + _MAIN_START, 1)
     return text, 1
 
 
@@ -337,7 +384,23 @@ def tune_generated_code(project_dir) -> int:
         objects_h = fh.read()
     with open(os.path.join(project_dir, "objects.cpp")) as fh:
         objects_cpp = fh.read()  # as Brian2 wrote it: every recording's results file is named there
+    kept = _kept_rows(project_dir)
     return (_rewrite(os.path.join(project_dir, "objects.cpp"), _objects_cpp)
             + _rewrite(os.path.join(project_dir, "network.cpp"), _network_cpp)
-            + _rewrite(os.path.join(project_dir, "main.cpp"), lambda t: _serve_main(t, objects_h, objects_cpp)))
+            + _rewrite(os.path.join(project_dir, "main.cpp"), lambda t: _serve_main(t, objects_h, objects_cpp, kept)))
+
+
+_KEPT_ROWS = re.compile(r"// sdsnn_brian: rows kept: (\w+)")
+
+
+def _kept_rows(project_dir) -> frozenset:
+    """The 2-D recordings whose monitor keeps its rows from one run to the next
+    (``templates/group/statemonitor.cpp`` marks them)."""
+    folder = os.path.join(project_dir, "code_objects")
+    names = set()
+    for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if f.endswith(".cpp"):
+            with open(os.path.join(folder, f)) as fh:
+                names.update(_KEPT_ROWS.findall(fh.read()))
+    return frozenset(names)
 

@@ -48,6 +48,11 @@ def test_event_code_equals_brian2_code_bit_for_bit(tmp_path):
             push = _generated(sim.project_dir, "syn1_pre_push_spikes")
             assert ("if (_dense)" in src) == (code == "sdsnn")  # layer 1 is all-to-all in both builds
             assert (".push(" in push) == (code == "brian2")
+            # the sdsnn build adds the rows of 4 spiking sources per pass, thresholds 8 neurons at
+            # a time and keeps its monitors' rows; the brian2 build is Brian2's templates throughout
+            assert ("_row3" in src) == (code == "sdsnn")
+            assert ("_any" in _generated(sim.project_dir, "layer1_spike_thresholder_codeobject")) == (code == "sdsnn")
+            assert ("rows kept" in _generated(sim.project_dir, "layer1_membrane_codeobject")) == (code == "sdsnn")
     Wm = [W[0], W[1] * masks[1]]
     for whole in (True, False):
         u_ref, s_ref = numpy_forward(net.dynamics(), W if whole else Wm, b, x)
@@ -239,3 +244,31 @@ def test_binary_environment_is_set_for_the_run_only(monkeypatch):
 
     if platform.libc_ver()[0] == "glibc" and os.environ.get("SDSNN_KEEP_FREED_MEMORY", "1") != "0":
         assert keep_freed_memory() is True  # mallopt accepted both settings
+
+
+def test_rows_in_blocks_of_sources_for_every_count_of_spiking_sources(tmp_path):
+    """The rows path adds the rows of 4 spiking sources per pass over the targets and the rest
+    one by one: with 0 to 12 sources spiking in a step (every remainder), all-to-all and onto
+    the living targets of a pruned layer, the sums are Brian2's, bit for bit."""
+    net = Network(Input(12), Dense(9), Dense(3), steps=13)
+    rng = np.random.default_rng(11)
+    W, b = net.init_params(rng)
+    W = [4 * W[0], 6 * W[1]]
+    x = np.zeros((13, 3, 12), np.uint8)
+    for t in range(13):
+        for s in range(3):
+            x[t, s, rng.permutation(12)[:t]] = 1  # t sources spike at step t
+    living = np.array([1, 0, 1, 1, 0, 1, 1, 1, 0], bool)
+    pruned = [np.repeat(living[:, None], 12, axis=1).astype(float), np.ones((3, 9))]
+    for masks in (None, pruned):
+        ours = Simulator(net, 3, "cpp_standalone", cache_dir=str(tmp_path), masks=masks).run(x, W, b)
+        queue = Simulator(net, 3, "cpp_standalone", cache_dir=str(tmp_path), masks=masks,
+                          event_code="brian2").run(x, W, b)
+        Wm = W if masks is None else [w * m for w, m in zip(W, masks)]
+        u_ref, s_ref = numpy_forward(net.dynamics(), Wm, b, x)
+        assert ours.s[0].sum() > 0
+        for l in range(2):
+            np.testing.assert_array_equal(ours.u[l], queue.u[l])
+            np.testing.assert_array_equal(ours.s[l], queue.s[l])
+            np.testing.assert_array_equal(ours.s[l], s_ref[l])
+            np.testing.assert_allclose(ours.u[l], u_ref[l], rtol=1e-12, atol=1e-12)

@@ -39,12 +39,14 @@ template<class T> void publish(Mapped& f, const std::string& path, const std::ve
     if (!v.empty())
         memcpy(out, &v[0], v.size() * sizeof(T));
 }
-template<class T> void publish(Mapped& f, const std::string& path, DynamicArray2D<T>& a)
+// the first `rows` rows of a 2-D recording (all of them by default)
+template<class T> void publish(Mapped& f, const std::string& path, DynamicArray2D<T>& a, size_t rows = (size_t)-1)
 {
     const size_t row = a.m * sizeof(T);
-    char* out = reserve(f, path, a.n * row);
+    const int n_rows = (int)std::min(rows, (size_t)a.n);
+    char* out = reserve(f, path, n_rows * row);
     if (row)
-        for (int n = 0; n < a.n; n++)
+        for (int n = 0; n < n_rows; n++)
             memcpy(out + n * row, &a(n, 0), row);
 }
 // one request per line: name=file arguments separated by tabs; false at the end of the input

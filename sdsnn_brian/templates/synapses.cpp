@@ -18,6 +18,15 @@
    the general path. #}
 {% extends 'common_synapses.cpp' %}
 
+{% block extra_headers %}
+{{ super() }}
+#if defined(__GNUC__) && !defined(__clang__)
+// the rows below add a target's inputs one after the other; -ffast-math (Brian2's default) would
+// let GCC regroup those additions, and the sums must stay the ones Brian2's order gives
+#pragma GCC optimize ("no-associative-math")
+#endif
+{% endblock %}
+
 {% block maincode %}
     {# USES_VARIABLES { _synaptic_pre, _spikespace, _n_sources, _n_targets } #}
     // scalar code
@@ -96,9 +105,30 @@
     {% set _ = _post_arrays.append(get_array_name(variables[_name])) %}
     {% endif %}
     {% endfor %}
-    {# one row per spiking source: `width` synapses, the statements `code` on each #}
+    {# the rows of the spiking sources, `width` synapses each, the statements `code` on each
+       synapse: sources taken {{sdsnn_block}} at a time, so a target's state is loaded and stored
+       once per {{sdsnn_block}} rows (added one row after the other, in the order of the sources)
+       instead of once per row; the remaining sources one at a time #}
     {% macro rows(code, width) %}
-    for (int32_t _k = 0; _k < _n_spiking; _k++)
+    int32_t _k = 0;
+    for (; _k + {{sdsnn_block}} <= _n_spiking; _k += {{sdsnn_block}})
+    {
+        {% for _b in range(sdsnn_block) %}
+        const size_t _row{{_b}} = (size_t){{_spikespace}}[_k + {{_b}}] * {{width}};
+        {% endfor %}
+        for (int32_t _j = 0; _j < {{width}}; _j++)
+        {
+            {% for _b in range(sdsnn_block) %}
+            {
+                const int32_t _i = {{_spikespace}}[_k + {{_b}}];
+                const size_t _idx = _row{{_b}} + _j;
+                const size_t _vectorisation_idx = _idx;
+                {{code|autoindent}}
+            }
+            {% endfor %}
+        }
+    }
+    for (; _k < _n_spiking; _k++)
     {
         const int32_t _i = {{_spikespace}}[_k];
         const size_t _row = (size_t)_i * {{width}};
