@@ -132,7 +132,7 @@ def noise_table(noise) -> np.ndarray:
 
 def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=None,
                   connectivity=None, noise_values=None, event_code="sdsnn",
-                  weight_dtype="float64") -> BrianObjects:
+                  weight_dtype="float64", sizes=None) -> BrianObjects:
     """Create the Brian2 objects for ``net`` running ``batch`` samples per simulation.
 
     ``stim_values``/``weights``/``biases`` set initial values (the runtime device
@@ -149,6 +149,8 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     rows); ``'brian2'`` keeps Brian2's code.
     ``weight_dtype``: how the synapses store ``w`` (``'float64'`` or ``'float32'``; the
     arithmetic stays float64).
+    ``sizes``: per trained layer None or the number of neurons to build (a layer whose pruned
+    neurons were left out; ``connectivity`` then numbers the built neurons).
     """
     import brian2 as b2
 
@@ -205,7 +207,8 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
             threshold, reset = f"{m} > readout_noise{k}(t, i)", ""
             extra[f"readout_noise{k}"] = noise
         layer_class = group_codeobj_class() if own_code else None
-        G = b2.NeuronGroup(layer.size, eqs, threshold=threshold, reset=reset,
+        n_built = layer.size if sizes is None or sizes[k - 1] is None else int(sizes[k - 1])
+        G = b2.NeuronGroup(n_built, eqs, threshold=threshold, reset=reset,
                            method=model.method, namespace=ns, name=f"layer{k}", codeobj_class=layer_class)
         G.thresholder["spike"].when = "after_synapses"
         G.thresholder["spike"].order = 10 * k + 5
@@ -235,7 +238,7 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
             extra[f"pool{k}"] = (P, Sp)
             prev = P
             on_pre = f"{m}_post += w * x_pre * w_unit"
-        n_pre, n_post = prev.N, layer.size
+        n_pre, n_post = prev.N, G.N
         conn = None if connectivity is None else connectivity[k - 1]
         S = b2.Synapses(prev, G, "w : 1", on_pre=on_pre, namespace={"w_unit": unit},
                         dtype={"w": np.dtype(weight_dtype).type},

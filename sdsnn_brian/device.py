@@ -173,7 +173,12 @@ class Simulator:
         mask) costs in proportion to the neurons left, and a layer with every target alive
         keeps the all-to-all build.  Either way removed synapses transmit nothing.
         ``compact_below=1.01`` compacts every masked layer synapse by synapse; conv layers
-        and other devices always do.
+        and other devices always do.  On C++ standalone with ``event_code='sdsnn'``, the
+        pruned neurons of a bias-free hidden layer (no synapse onto them, none from them)
+        are left out of the build but one, whose recording they all take (their trajectories
+        are identical, bit for bit): the layer's state updates, thresholds and recordings then
+        cost in proportion to the neurons left too.  :attr:`neurons_built` says which neurons
+        are in the build; :meth:`run` still returns every neuron's recording.
     event_code : str
         How C++ standalone propagates synaptic events: ``'sdsnn'`` (default) walks each
         spiking source's synapses without Brian2's spike queue, all-to-all layers as one
@@ -222,6 +227,10 @@ class Simulator:
         self.run_masks = [None] * len(self.shapes)  # masks applied to the weights of layers kept whole
         # per layer: None (every synapse is in the build and transmits) or the parameters that do
         self.capacity = [None] * len(self.shapes)
+        # per layer: None (every neuron is in the build) or the neurons that are (see _leave_out)
+        self.neurons_built = [None] * len(self.shapes)
+        self._build_connectivity = None  # connectivity in the numbering of the built groups
+        self._columns = [None] * len(self.shapes)  # per layer: built column of every neuron's recording
         conn_key = "all-to-all"
         if masks is not None:
             if len(masks) != len(self.shapes):
@@ -262,6 +271,13 @@ class Simulator:
                 h.update(np.packbits(np.asarray(m) != 0).tobytes())
             if any(c is not None for c in connectivity):
                 self.connectivity = connectivity
+                self._build_connectivity = connectivity
+                if rows:
+                    left = _leave_out(net, masks, connectivity, self.shapes)
+                    if left is not None:
+                        self.neurons_built, self.connectivity, self._build_connectivity, self._columns = left
+                        for kept in self.neurons_built:
+                            h.update(b"none-left-out" if kept is None else b"kept" + kept.tobytes())
                 conn_key = h.hexdigest()
         self._objects = None
         self.project_dir = None
@@ -310,8 +326,9 @@ class Simulator:
                 restore_cpp_prefs()  # undo a CUDA build's host flags (C++17, no -march=native)
                 b2.prefs.devices.cpp_standalone.openmp_threads = self.threads
             b2.defaultclock.dt = self.net.dt
-            objs = build_objects(self.net, self.batch_size, connectivity=self.connectivity,
-                                 event_code=self.event_code, weight_dtype=self.weight_dtype)
+            objs = build_objects(self.net, self.batch_size, connectivity=self._build_connectivity,
+                                 event_code=self.event_code, weight_dtype=self.weight_dtype,
+                                 sizes=[None if k is None else len(k) for k in self.neurons_built])
             objs.network.run(objs.duration)
             if self.device == "cuda_standalone":
                 compile_ = self.cuda_options.get("compile", True)
@@ -477,7 +494,7 @@ class Simulator:
         if self._server is None or not self._server.alive():
             self._ensure_built()
             if self.persistent and serving_supported(self.project_dir):
-                self._server = _Server(self.project_dir, self._objects, self._exchange_bytes())
+                self._server = _Server(self.project_dir, self._objects, self._exchange_bytes(), self._columns)
         objs = self._objects
         t0 = time.perf_counter()
         named = {"stim.values": pack_input(spikes)}
@@ -548,7 +565,7 @@ class Simulator:
                             spm.variables["t"].get_value())
                            for sm, spm, m, unit, G in zip(objs.state_monitors, objs.spike_monitors, objs.membranes,
                                                           objs.units, objs.groups)],
-                          self.net.steps, self.batch_size, float(self.net.dt))
+                          self.net.steps, self.batch_size, float(self.net.dt), self._columns)
 
     def _exchange_bytes(self) -> int:
         """An upper bound of what a minibatch exchanges with a serving binary: the inputs,
@@ -576,22 +593,114 @@ def _remove_folders(*folders):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _recording(layers, T, B, dt) -> Recording:
-    """A :class:`Recording` from per-layer ``(name, N, unit, membrane (B*T, N) in SI, spike i, spike t)``."""
+def _recording(layers, T, B, dt, columns=None) -> Recording:
+    """A :class:`Recording` from per-layer ``(name, N, unit, membrane (B*T, N) in SI, spike i, spike t)``.
+
+    ``columns``: per layer None, or for every neuron of the layer the built neuron whose
+    recording it takes (a layer some of whose neurons were left out of the build, see
+    :func:`_leave_out`)."""
     us, ss = [], []
-    for name, N, unit, raw, i, t in layers:
+    for k, (name, N, unit, raw, i, t) in enumerate(layers):
         raw = np.asarray(raw)
         if raw.shape != (B * T, N):
             raise RuntimeError(f"membrane recording of {name} has shape {raw.shape}, expected {(B * T, N)}")
-        u = np.array(raw.reshape(B, T, N).transpose(1, 0, 2), order="C")  # a copy: raw may be a mapped file
+        cols = None if columns is None else columns[k]
+        view = raw.reshape(B, T, N).transpose(1, 0, 2)
+        # a copy either way: raw may be a mapped file
+        u = np.array(view, order="C") if cols is None else np.take(view, cols, axis=2)
         if unit != 1.0:
             u /= unit
         us.append(u)
         step = np.rint(np.asarray(t) / dt).astype(np.int64)
-        s = np.zeros((T, B, N), np.uint8)
-        s[step % T, step // T, np.asarray(i, dtype=np.int64)] = 1
+        i = np.asarray(i, dtype=np.int64)
+        if cols is not None:  # a spike of a built neuron is one of every neuron whose recording it is
+            order = np.argsort(cols, kind="stable")  # the neurons, grouped by built neuron
+            counts = np.bincount(cols, minlength=N)
+            first = np.cumsum(counts) - counts
+            reps = counts[i]
+            step = np.repeat(step, reps)
+            i = order[np.repeat(first[i], reps) + _ranges(reps)]
+        s = np.zeros((T, B, len(cols) if cols is not None else N), np.uint8)
+        s[step % T, step // T, i] = 1
         ss.append(s)
     return Recording(us, ss)
+
+
+def _ranges(lengths):
+    """``[0..l0), [0..l1), ...`` concatenated."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    starts = np.cumsum(lengths) - lengths
+    return np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
+
+
+def _leave_out(net, masks, connectivity, shapes):
+    """Leave the pruned neurons of hidden layers out of a C++ standalone build.
+
+    A neuron of hidden layer ``k`` with no synapse left onto it and none from it (SD-SNN's
+    neuronal pruning) receives nothing and sends nothing: without a bias it follows the
+    same trajectory as every other such neuron of its layer (leak and reset from the same
+    initial value), bit for bit.  So the build keeps one of them as their representative,
+    and the recording of every pruned neuron is the representative's; the layer's group,
+    its state updates, thresholds and recordings shrink to the neurons that remain.  Layers
+    with a bias, stochastic readouts, the readout layer, conv layers and layers feeding a
+    conv or pooling layer keep every neuron.
+
+    Returns None when no layer loses at least two neurons, else per layer ``(kept,
+    connectivity, build_connectivity, columns)``: the kept neurons (ascending, or None), the
+    synapses in the network's numbering (the rows of the weight matrices they take), the same
+    synapses in the numbering of the built groups, and for every neuron the built neuron
+    whose recording it takes.
+    """
+    L = len(shapes)
+    kept, representative = [None] * L, [None] * L
+    for k in range(L - 1):
+        layer, cn, nxt = net.trained[k], net.connections[k], net.connections[k + 1]
+        if masks[k] is None or masks[k + 1] is None or cn.kind == "conv" or nxt.kind == "conv" \
+                or nxt.pool is not None or layer.bias or getattr(layer, "stochastic", False):
+            continue
+        incoming = (np.asarray(masks[k]) != 0).any(axis=1)
+        outgoing = (np.asarray(masks[k + 1]) != 0).any(axis=0)
+        pruned = np.flatnonzero(~incoming & ~outgoing)
+        if len(pruned) < 2:
+            continue
+        keep = incoming | outgoing
+        representative[k] = pruned[0]
+        keep[pruned[0]] = True
+        kept[k] = np.flatnonzero(keep)
+    if all(kp is None for kp in kept):
+        return None
+    position, columns = [], []
+    for k, kp in enumerate(kept):
+        if kp is None:
+            position.append(None)
+            columns.append(None)
+            continue
+        pos = np.full(shapes[k][0], -1, np.int64)
+        pos[kp] = np.arange(len(kp))
+        cols = pos.copy()
+        cols[cols < 0] = pos[representative[k]]
+        position.append(pos)
+        columns.append(cols)
+    full, built = [], []
+    for k, (conn, (n_post, n_pre)) in enumerate(zip(connectivity, shapes)):
+        pre_pos = position[k - 1] if k > 0 else None
+        post_pos = position[k]
+        if pre_pos is None and post_pos is None:
+            full.append(conn)
+            built.append(conn)
+            continue
+        if conn is None:  # all-to-all between the whole layers
+            conn = (np.repeat(np.arange(n_pre, dtype=np.int64), n_post), np.tile(np.arange(n_post, dtype=np.int64), n_pre))
+        pre, post = np.asarray(conn[0]), np.asarray(conn[1])
+        if pre_pos is not None:  # the left-out sources' synapses go (none of them transmits)
+            sel = pre_pos[pre] >= 0
+            pre, post = pre[sel], post[sel]
+        full.append((pre, post))
+        built.append((pre if pre_pos is None else pre_pos[pre], post if post_pos is None else post_pos[post]))
+    return kept, full, built, columns
 
 
 def _scratch_dir(fallback, need_bytes) -> str:
@@ -666,8 +775,10 @@ class _Server:
     to standard error is kept in ``serve_stderr.txt`` and quoted when it fails.
     """
 
-    def __init__(self, project_dir, objs, need_bytes):
+    def __init__(self, project_dir, objs, need_bytes, columns=None):
         import brian2 as b2
+
+        self.columns = columns
 
         self.dir = _scratch_dir(project_dir, need_bytes)
         self.results_dir = os.path.join(self.dir, "")
@@ -744,7 +855,7 @@ class _Server:
     def read(self, T, B, dt) -> Recording:
         layers = [(name, N, unit, fu.array(np.float64).reshape(-1, N), fi.array(np.int32), ft.array(np.float64))
                   for name, N, unit, (fu, fi, ft) in self.layers]
-        return _recording(layers, T, B, dt)
+        return _recording(layers, T, B, dt, self.columns)
 
     def close(self):
         """End the process and remove the private folder (also when garbage-collected, or at exit)."""

@@ -272,3 +272,46 @@ def test_rows_in_blocks_of_sources_for_every_count_of_spiking_sources(tmp_path):
             np.testing.assert_array_equal(ours.s[l], queue.s[l])
             np.testing.assert_array_equal(ours.s[l], s_ref[l])
             np.testing.assert_allclose(ours.u[l], u_ref[l], rtol=1e-12, atol=1e-12)
+
+
+def test_pruned_neurons_left_out_of_the_build(tmp_path):
+    """Hidden neurons with no synapse onto them and none from them (SD-SNN's neuronal pruning)
+    are left out of the C++ standalone build but one, whose recording they all take: with a
+    resting potential above threshold they spike on their own, and still every membrane and
+    spike equals the full build with Brian2's own code, bit for bit, and the numpy re-simulation."""
+    from brian2 import mV
+
+    from sdsnn_brian.models import lif
+
+    driven = lif.with_params(v_rest=-55 * mV)  # rests above threshold: spikes without input
+    net = Network(Input(20), Dense(12, neuron=driven), Dense(4, neuron=lif), steps=9)
+    rng = np.random.default_rng(12)
+    W, b = net.init_params(rng)
+    W = [30 * W[0], 20 * W[1]]
+    x = (rng.random((9, 3, 20)) < 0.4).astype(np.uint8)
+    inc = np.array([1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1], bool)  # neurons with synapses onto them
+    out = np.array([1, 1, 0, 1, 1, 0, 1, 0, 0, 0, 0, 1], bool)  # neurons 3 (no input) and 9 (no output) stay
+    masks = [np.repeat(inc[:, None], 20, axis=1) * (rng.random((12, 20)) < 0.9),
+             np.repeat(out[None, :], 4, axis=0).astype(float)]
+    masks[0][inc, 0] = 1  # no incoming row left empty
+    sim = Simulator(net, 3, "cpp_standalone", cache_dir=str(tmp_path), masks=masks)
+    pruned = np.flatnonzero(~inc & ~out)  # 2, 5, 7, 8, 10
+    np.testing.assert_array_equal(sim.neurons_built[0], np.sort(np.r_[np.flatnonzero(inc | out), pruned[0]]))
+    assert sim.neurons_built[1] is None
+    pre1, _ = sim.connectivity[1]
+    assert set(pre1) == set(sim.neurons_built[0])  # the left-out neurons' synapses are not built
+    rec = sim.run(x, W, b)
+    full = Simulator(net, 3, "cpp_standalone", cache_dir=str(tmp_path), masks=masks, event_code="brian2")
+    assert all(k is None for k in full.neurons_built)
+    ref = full.run(x, W, b)
+    Wm = [w * m for w, m in zip(W, masks)]
+    u_ref, s_ref = numpy_forward(net.dynamics(), Wm, b, x)
+    assert rec.s[0][:, :, pruned].sum() > 0  # the left-out neurons spike (as their representative does)
+    for l in range(2):
+        np.testing.assert_array_equal(rec.u[l], ref.u[l])
+        np.testing.assert_array_equal(rec.s[l], ref.s[l])
+        np.testing.assert_array_equal(rec.s[l], s_ref[l])
+        np.testing.assert_allclose(rec.u[l], u_ref[l], rtol=1e-9, atol=1e-9)
+    # a layer with a bias keeps every neuron (each pruned neuron has its own trajectory)
+    biased = Network(Input(20), Dense(12, neuron=driven, bias=True), Dense(4, neuron=lif), steps=9)
+    assert Simulator(biased, 3, "cpp_standalone", cache_dir=str(tmp_path), masks=masks).neurons_built == [None, None]
