@@ -39,7 +39,10 @@ generation, before ``make``):
 * a recorded 2-D array (a ``StateMonitor``) is written in one call instead of one system call
   per recorded step (2,000 per minibatch);
 * ``Network::run`` no longer calls ``std::clock()`` (a system call here) after every step; it
-  still measures the run's duration once at its end (Brian2's ``last_run_info``).
+  still measures the run's duration once at its end (Brian2's ``last_run_info``);
+* the scheduler tests each code object's clock against the earliest clock directly (the
+  criterion ``next_clocks`` uses) instead of searching a ``std::set`` of current clocks, which
+  becomes a ``std::vector`` (no allocation per step).
 
 **Packed input decoding** (:func:`input_codeobj_class`): the input group's thresholder reads
 each packed 32-bit value once per step and turns its set bits into spikes
@@ -212,13 +215,40 @@ def _objects_cpp(text: str) -> tuple[str, int]:
     return text[:start] + body + text[end:], n1 + n2
 
 
-def _network_cpp(text: str) -> tuple[str, int]:
+#: The scheduler's per-object test, a ``std::set`` search for every code object at every step ...
+_CLOCK_FIND = "            if (curclocks.find(obj_clock) != curclocks.end())\n"
+#: ... becomes next_clocks' own criterion (``clock`` is the earliest clock; ticks come after the loop).
+_CLOCK_TEST = ("            if (obj_clock == clock || obj_clock->t[0] == clock->t[0]"
+               " || fabs(obj_clock->t[0] - clock->t[0]) <= Clock_epsilon)  // sdsnn_brian: no set search\n")
+#: The current clocks as a vector (filled and ticked every step, without a set's allocations).
+_CURCLOCKS_DECL = "    std::set<Clock*> clocks, curclocks;\n"
+_CURCLOCKS_VECTOR = "    std::set<Clock*> clocks;\n    std::vector<Clock*> curclocks;  // sdsnn_brian: a vector\n"
+_CURCLOCKS_INSERT = "            curclocks.insert(clock);\n"
+_CURCLOCKS_TICK = "        for(std::set<Clock*>::iterator i=curclocks.begin(); i!=curclocks.end(); i++)\n"
+
+
+def _network_cpp(text: str, vector_clocks: bool = False) -> tuple[str, int]:
     if _STEP_CLOCK not in text or _AFTER_LOOP not in text:
         return text, 0
     text = text.replace(_STEP_CLOCK, "", 1)
     text = text.replace(_AFTER_LOOP, "    current = std::clock();  // sdsnn_brian: once, not after every step\n"
                         "    elapsed_realtime = (double)(current - start)/(1 * CLOCKS_PER_SEC);\n" + _AFTER_LOOP, 1)
+    if vector_clocks:
+        text = text.replace(_CLOCK_FIND, _CLOCK_TEST, 1)
+        text = text.replace(_CURCLOCKS_INSERT, "            curclocks.push_back(clock);\n", 1)
+        text = text.replace(_CURCLOCKS_TICK, "        for(std::vector<Clock*>::iterator i=curclocks.begin(); "
+                            "i!=curclocks.end(); i++)\n", 1)
     return text, 1
+
+
+def _vector_clocks(network_cpp: str, network_h: str) -> bool:
+    """Whether Brian2's scheduler is the one the clock trims were written for (both files)."""
+    return (all(s in network_cpp for s in (_CLOCK_FIND, _CURCLOCKS_INSERT, _CURCLOCKS_TICK))
+            and _CURCLOCKS_DECL in network_h and "#include<vector>" in network_h)
+
+
+def _network_h(text: str) -> tuple[str, int]:
+    return text.replace(_CURCLOCKS_DECL, _CURCLOCKS_VECTOR, 1), 1
 
 
 def _rewrite(path: str, transform) -> int:
@@ -385,8 +415,14 @@ def tune_generated_code(project_dir) -> int:
     with open(os.path.join(project_dir, "objects.cpp")) as fh:
         objects_cpp = fh.read()  # as Brian2 wrote it: every recording's results file is named there
     kept = _kept_rows(project_dir)
+    texts = []
+    for name in ("network.cpp", "network.h"):
+        path = os.path.join(project_dir, name)
+        texts.append(open(path).read() if os.path.exists(path) else "")
+    vector_clocks = _vector_clocks(*texts)
     return (_rewrite(os.path.join(project_dir, "objects.cpp"), _objects_cpp)
-            + _rewrite(os.path.join(project_dir, "network.cpp"), _network_cpp)
+            + _rewrite(os.path.join(project_dir, "network.cpp"), lambda t: _network_cpp(t, vector_clocks))
+            + (_rewrite(os.path.join(project_dir, "network.h"), _network_h) if vector_clocks else 0)
             + _rewrite(os.path.join(project_dir, "main.cpp"), lambda t: _serve_main(t, objects_h, objects_cpp, kept)))
 
 

@@ -315,3 +315,23 @@ def test_pruned_neurons_left_out_of_the_build(tmp_path):
     # a layer with a bias keeps every neuron (each pruned neuron has its own trajectory)
     biased = Network(Input(20), Dense(12, neuron=driven, bias=True), Dense(4, neuron=lif), steps=9)
     assert Simulator(biased, 3, "cpp_standalone", cache_dir=str(tmp_path), masks=masks).neurons_built == [None, None]
+
+
+def test_packed_input_decoding_equals_brian2_threshold(tmp_path):
+    """The input group's thresholder turns packed bits into spikes (with AVX-512, 16 at a time;
+    else, and where the stores would not fit, one by one): with inputs firing from never to
+    always, layer 1 receives exactly what Brian2's own threshold expression gives it."""
+    net = Network(Input(100), Dense(7), Dense(3), steps=6)
+    rng = np.random.default_rng(13)
+    W, b = net.init_params(rng)
+    W = [3 * W[0], 6 * W[1]]
+    rates = np.linspace(0, 1, 100)  # input i fires with probability i / 99
+    x = (rng.random((6, 4, 100)) < rates).astype(np.uint8)
+    ours = Simulator(net, 4, "cpp_standalone", cache_dir=str(tmp_path)).run(x, W, b)
+    queue = Simulator(net, 4, "cpp_standalone", cache_dir=str(tmp_path), event_code="brian2").run(x, W, b)
+    u_ref, s_ref = numpy_forward(net.dynamics(), W, b, x)
+    assert ours.s[0].sum() > 0
+    for l in range(2):
+        np.testing.assert_array_equal(ours.u[l], queue.u[l])
+        np.testing.assert_array_equal(ours.s[l], s_ref[l])
+        np.testing.assert_allclose(ours.u[l], u_ref[l], rtol=1e-12, atol=1e-12)
