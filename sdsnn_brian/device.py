@@ -658,8 +658,9 @@ def _leave_out(net, masks, connectivity, shapes):
     kept, representative = [None] * L, [None] * L
     for k in range(L - 1):
         layer, cn, nxt = net.trained[k], net.connections[k], net.connections[k + 1]
-        if masks[k] is None or masks[k + 1] is None or cn.kind == "conv" or nxt.kind == "conv" \
-                or nxt.pool is not None or layer.bias or getattr(layer, "stochastic", False):
+        if (masks[k] is None or masks[k + 1] is None or cn.kind == "conv" or nxt.kind == "conv"
+                or nxt.pool is not None or layer.bias or getattr(layer, "stochastic", False)
+                or not _same_without_input(layer.neuron)):
             continue
         incoming = (np.asarray(masks[k]) != 0).any(axis=1)
         outgoing = (np.asarray(masks[k + 1]) != 0).any(axis=0)
@@ -693,7 +694,8 @@ def _leave_out(net, masks, connectivity, shapes):
             built.append(conn)
             continue
         if conn is None:  # all-to-all between the whole layers
-            conn = (np.repeat(np.arange(n_pre, dtype=np.int64), n_post), np.tile(np.arange(n_post, dtype=np.int64), n_pre))
+            conn = (np.repeat(np.arange(n_pre, dtype=np.int64), n_post),
+                    np.tile(np.arange(n_post, dtype=np.int64), n_pre))
         pre, post = np.asarray(conn[0]), np.asarray(conn[1])
         if pre_pos is not None:  # the left-out sources' synapses go (none of them transmits)
             sel = pre_pos[pre] >= 0
@@ -701,6 +703,21 @@ def _leave_out(net, masks, connectivity, shapes):
         full.append((pre, post))
         built.append((pre if pre_pos is None else pre_pos[pre], post if post_pos is None else post_pos[post]))
     return kept, full, built, columns
+
+
+def _same_without_input(model) -> bool:
+    """Whether every neuron of ``model`` without input follows the same trajectory: no
+    per-neuron parameter in its equations, and no neuron index or random number in its
+    initial value, threshold or reset."""
+    from brian2 import Equations
+    from brian2.utils.stringtools import get_identifiers
+
+    if Equations(model.equations).parameter_names:
+        return False
+    used = set()
+    for expr in (model.init, model.threshold, model.reset):
+        used |= get_identifiers(str(expr or ""))
+    return not used & {"i", "rand", "randn", "lastspike", "not_refractory"}
 
 
 def _scratch_dir(fallback, need_bytes) -> str:
@@ -779,7 +796,6 @@ class _Server:
         import brian2 as b2
 
         self.columns = columns
-
         self.dir = _scratch_dir(project_dir, need_bytes)
         self.results_dir = os.path.join(self.dir, "")
         self._inputs = {}

@@ -315,6 +315,16 @@ def test_pruned_neurons_left_out_of_the_build(tmp_path):
     # a layer with a bias keeps every neuron (each pruned neuron has its own trajectory)
     biased = Network(Input(20), Dense(12, neuron=driven, bias=True), Dense(4, neuron=lif), steps=9)
     assert Simulator(biased, 3, "cpp_standalone", cache_dir=str(tmp_path), masks=masks).neurons_built == [None, None]
+    # and so would a model whose neurons differ without input (NeuronModel itself rejects most)
+    from types import SimpleNamespace
+
+    from sdsnn_brian.device import _same_without_input
+
+    assert _same_without_input(driven)
+    for change in ({"init": "0.1 * i"}, {"threshold": "v > v_th + rand() * mV"},
+                   {"equations": "dv/dt = (v_rest - v) / tau : volt\ntau : second (constant)"}):
+        fields = {f: getattr(driven, f) for f in ("equations", "init", "threshold", "reset")}
+        assert not _same_without_input(SimpleNamespace(**{**fields, **change}))
 
 
 def test_packed_input_decoding_equals_brian2_threshold(tmp_path):
