@@ -78,7 +78,7 @@ EVENT_CODES = ("sdsnn", "brian2")
 TEMPLATES_DIR = "templates"
 #: Spiking sources whose rows the rows path adds in one pass over the targets
 #: (``templates/synapses.cpp``).
-ROWS_BLOCK = int(os.environ.get("SDSNN_ROWS_BLOCK", 4))
+ROWS_BLOCK = 4
 INPUT_TEMPLATES_DIR = "templates/input"
 GROUP_TEMPLATES_DIR = "templates/group"
 _CLASSES = {}
@@ -418,7 +418,11 @@ def tune_generated_code(project_dir) -> int:
     texts = []
     for name in ("network.cpp", "network.h"):
         path = os.path.join(project_dir, name)
-        texts.append(open(path).read() if os.path.exists(path) else "")
+        if os.path.exists(path):
+            with open(path) as fh:
+                texts.append(fh.read())
+        else:
+            texts.append("")
     vector_clocks = _vector_clocks(*texts)
     return (_rewrite(os.path.join(project_dir, "objects.cpp"), _objects_cpp)
             + _rewrite(os.path.join(project_dir, "network.cpp"), lambda t: _network_cpp(t, vector_clocks))
