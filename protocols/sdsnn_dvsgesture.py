@@ -30,7 +30,7 @@ from sdsnn_brian.models import sdsnn_conv
 from sdsnn_brian.structure import SDSNNConfig
 
 parser = event_protocol_parser("DVS-Gesture", data_help="folder holding DVSGesture/ibmGestureTrain and ibmGestureTest", steps=64,
-                               run_dir="runs/sdsnn_dvsgesture")
+                               run_dir="runs/sdsnn_dvsgesture", steps_per_epoch=4)
 args = parser.parse_args()
 protocol = "python protocols/sdsnn_dvsgesture.py " + " ".join(sys.argv[1:])
 
@@ -40,8 +40,8 @@ epochs = args.epochs or (2 if smoke else 30)
 batch = args.batch_size or (11 if smoke else 16)
 steps = 8 if smoke and args.steps == 64 else args.steps
 factor = args.spatial_factor or (0.125 if smoke else 1.0)
-every = args.structure_every or (1 if smoke else 17)  # 4 structural steps per epoch
-compress = args.compress or (18.0 if smoke else 1.0)
+every = args.structure_every or (1 if smoke else None)  # None: 4 structural steps per epoch, any data size
+compress = args.compress or (18.0 if smoke else None)  # None: 1 unless the run is too short
 data_dir = args.data_dir
 if smoke and data_dir is None:
     data_dir = f"{args.run_dir}/synthetic-data"  # the published layout, tiny
@@ -65,11 +65,12 @@ def make_network():
 
 def config(mode, net):
     return SDSNNConfig(mode=mode, n_out=11, rho0_fc=0.60, p0_fc=55.0,
-                       rho0_conv=0.25 if smoke else 0.05).compressed(compress)  # smoke: prune a filter
+                       rho0_conv=0.25 if smoke else 0.05)  # smoke: prune a filter
 
 
 # The same network, seed and budget for every variant; only the structure differs.
 compare_structures(make_network, config, train, test, variants=["dense"] + [f"sdsnn-{m}" for m in args.modes],
                    run_dir=args.run_dir, protocol=protocol, epochs=epochs, batch_size=batch,
-                   structure_every=every, seed=args.seed, log_every=0 if smoke else 20,
-                   backward_dtype=args.backward_dtype)
+                   structure_every=every, compress=compress, steps_per_epoch=args.structural_steps_per_epoch,
+                   allow_short_structure=args.allow_short_structure, seed=args.seed, resume=args.resume,
+                   overwrite=args.overwrite, log_every=0 if smoke else 20, backward_dtype=args.backward_dtype)

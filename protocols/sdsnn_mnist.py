@@ -16,8 +16,10 @@ times with the same seed and budget: dense, SD-SNN in the reference gradient
 mode (weights train densely between structural steps, the mask is applied at
 each step: the published code) and SD-SNN in strict mode (removed synapses
 transmit nothing and receive no update).  A structural step runs every
-``--structure-every`` minibatches, with the reference constants (T_s = 18,
-pruning and regeneration from step 37), so a 64-minibatch epoch holds 8 steps.
+8 structural steps per epoch (``--structural-steps-per-epoch``; a step every 8 of the
+64 minibatches of the shared data, and as many per epoch on data of any other size), with the
+reference constants (T_s = 18, pruning and regeneration from step 37).  A run too short to prune
+is refused before it starts.
 Regeneration fades by step 76 (its percentile reaches 99); from step 90 the
 masks are frozen (``--freeze-after``) -- the reference keeps pruning a unit every
 few dozen steps at its late rate forever -- and the rest of the budget fine-tunes
@@ -37,7 +39,7 @@ import argparse
 import sys
 
 from sdsnn_brian import MNIST
-from sdsnn_brian.compare import compare_structures
+from sdsnn_brian.compare import add_run_dir_options, add_structure_options, compare_structures
 from sdsnn_brian.models import mnist_fc
 from sdsnn_brian.runreport import write_report
 from sdsnn_brian.structure import SDSNNConfig
@@ -45,20 +47,18 @@ from sdsnn_brian.structure import SDSNNConfig
 parser = argparse.ArgumentParser(description="SD-SNN against a dense baseline on MNIST")
 parser.add_argument("--epochs", type=int, default=25)
 parser.add_argument("--hidden", type=int, default=400)
-parser.add_argument("--structure-every", type=int, default=8, help="minibatches between structural steps")
-parser.add_argument("--compress", type=float, default=1.0, help="shrink the structural timeline by this factor")
 parser.add_argument("--rho0", type=float, default=0.20,
                     help="initial pruning rate of the hidden layer (reference: 0.35 for its FC300 layer)")
 parser.add_argument("--freeze-after", type=int, default=90,
                     help="structural step from which masks stop changing (-1: never, the reference)")
 parser.add_argument("--modes", nargs="+", default=["reference", "strict"], choices=["reference", "strict"])
 parser.add_argument("--eval-every", type=int, default=5, help="evaluate the test set every N epochs")
-parser.add_argument("--run-dir", default="runs/sdsnn_mnist")
 parser.add_argument("--mnist-dir", default=None)
 parser.add_argument("--train-limit", type=int, default=None)
 parser.add_argument("--test-limit", type=int, default=None)
 parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--resume", action="store_true")
+add_structure_options(parser)  # --structure-every, --structural-steps-per-epoch, --compress, --allow-short-structure
+add_run_dir_options(parser, "runs/sdsnn_mnist")  # --run-dir, --resume, --overwrite
 args = parser.parse_args()
 protocol = "python protocols/sdsnn_mnist.py " + " ".join(sys.argv[1:])
 
@@ -68,16 +68,17 @@ print(f"{len(train)} training images, {len(test)} test images")
 
 
 def config(mode, net):
-    cfg = SDSNNConfig(mode=mode, n_out=net.n_classes, rho0_fc=args.rho0,
-                      freeze_after=None if args.freeze_after < 0 else args.freeze_after)
-    return cfg.compressed(args.compress) if args.compress != 1.0 else cfg
+    return SDSNNConfig(mode=mode, n_out=net.n_classes, rho0_fc=args.rho0,
+                       freeze_after=None if args.freeze_after < 0 else args.freeze_after)
 
 
 # The same network, seed and budget for every variant; only the structure differs.
 compare_structures(lambda: mnist_fc(hidden=(args.hidden,), steps=20), config, train, test,
                    variants=["dense"] + [f"sdsnn-{mode}" for mode in args.modes], run_dir=args.run_dir,
                    protocol=protocol, epochs=args.epochs, batch_size=100, structure_every=args.structure_every,
-                   seed=args.seed, eval_every=args.eval_every, resume=args.resume)
+                   compress=args.compress, steps_per_epoch=args.structural_steps_per_epoch,
+                   allow_short_structure=args.allow_short_structure, seed=args.seed, eval_every=args.eval_every,
+                   resume=args.resume, overwrite=args.overwrite)
 
 # The table is written next to the runs with the protocol that produced it; then the report:
 # every figure (rasters, structure over time, spine ranges, synapse lifetimes, connectivity,

@@ -25,7 +25,7 @@ import argparse
 import sys
 
 from sdsnn_brian import MNIST
-from sdsnn_brian.compare import compare_structures
+from sdsnn_brian.compare import add_run_dir_options, add_structure_options, compare_structures
 from sdsnn_brian.models import sdsnn_conv
 from sdsnn_brian.structure import SDSNNConfig
 
@@ -33,16 +33,14 @@ parser = argparse.ArgumentParser(description="SD-SNN against a dense baseline, r
 parser.add_argument("--epochs", type=int, default=15)
 parser.add_argument("--variants", nargs="+", default=["dense", "sdsnn-reference"],
                     choices=["dense", "sdsnn-reference", "sdsnn-strict"])
-parser.add_argument("--structure-every", type=int, default=8, help="minibatches between structural steps")
-parser.add_argument("--compress", type=float, default=1.0, help="shrink the structural timeline by this factor")
+add_structure_options(parser)  # --structure-every, --structural-steps-per-epoch, --compress, ...
 parser.add_argument("--eval-every", type=int, default=3)
-parser.add_argument("--run-dir", default="runs/sdsnn_mnist_conv")
 parser.add_argument("--train-limit", type=int, default=None)
 parser.add_argument("--test-limit", type=int, default=None)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--backward-dtype", default="float32", choices=["float32", "float64"],
                     help="precision of the numpy backward pass (float32: half the time, ~1e-6 relative)")
-parser.add_argument("--resume", action="store_true")
+add_run_dir_options(parser, "runs/sdsnn_mnist_conv")  # --run-dir, --resume, --overwrite
 args = parser.parse_args()
 protocol = "python protocols/sdsnn_mnist_conv.py " + " ".join(sys.argv[1:])
 
@@ -53,13 +51,13 @@ print(f"{len(train)} training images, {len(test)} test images")
 
 
 def config(mode, net):
-    cfg = SDSNNConfig(mode=mode, n_out=10)
-    return cfg.compressed(args.compress) if args.compress != 1.0 else cfg
+    return SDSNNConfig(mode=mode, n_out=10)
 
 
 # The same network, seed and budget for every variant; only the structure differs.
 compare_structures(lambda: sdsnn_conv((1, 28, 28), 10, steps=20), config, train, test, variants=args.variants,
                    run_dir=args.run_dir, protocol=protocol, epochs=args.epochs, batch_size=100,
-                   structure_every=args.structure_every, seed=args.seed, eval_every=args.eval_every,
-                   resume=args.resume, comparison_dir=f"{args.run_dir}/{'-'.join(args.variants)}",
+                   structure_every=args.structure_every, compress=args.compress,
+                   steps_per_epoch=args.structural_steps_per_epoch, allow_short_structure=args.allow_short_structure,
+                   seed=args.seed, eval_every=args.eval_every, resume=args.resume, overwrite=args.overwrite, comparison_dir=f"{args.run_dir}/{'-'.join(args.variants)}",
                    backward_dtype=args.backward_dtype)

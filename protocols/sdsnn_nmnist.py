@@ -36,7 +36,7 @@ from sdsnn_brian.models import sdsnn_conv
 from sdsnn_brian.structure import SDSNNConfig
 
 parser = event_protocol_parser("N-MNIST", data_help="folder holding NMNIST/Train and NMNIST/Test", steps=20,
-                               run_dir="runs/sdsnn_nmnist")
+                               run_dir="runs/sdsnn_nmnist", steps_per_epoch=10)
 args = parser.parse_args()
 protocol = "python protocols/sdsnn_nmnist.py " + " ".join(sys.argv[1:])
 
@@ -46,8 +46,8 @@ epochs = args.epochs or (2 if smoke else 30)
 batch = args.batch_size or (10 if smoke else 100)
 steps = 8 if smoke and args.steps == 20 else args.steps
 factor = args.spatial_factor or (0.5 if smoke else 1.0)
-every = args.structure_every or (1 if smoke else 60)  # 10 structural steps per epoch
-compress = args.compress or (18.0 if smoke else 1.0)
+every = args.structure_every or (1 if smoke else None)  # None: 10 structural steps per epoch, any data size
+compress = args.compress or (18.0 if smoke else None)  # None: 1 unless the run is too short
 data_dir = args.data_dir
 if smoke and data_dir is None:
     data_dir = f"{args.run_dir}/synthetic-data"  # the published layout, tiny
@@ -71,11 +71,12 @@ def make_network():
 
 def config(mode, net):
     return SDSNNConfig(mode=mode, n_out=10, rho0_fc=0.45,
-                       rho0_conv=0.25 if smoke else 0.05).compressed(compress)  # smoke: prune a filter
+                       rho0_conv=0.25 if smoke else 0.05)  # smoke: prune a filter
 
 
 # The same network, seed and budget for every variant; only the structure differs.
 compare_structures(make_network, config, train, test, variants=["dense"] + [f"sdsnn-{m}" for m in args.modes],
                    run_dir=args.run_dir, protocol=protocol, epochs=epochs, batch_size=batch,
-                   structure_every=every, seed=args.seed, log_every=0 if smoke else 20,
-                   backward_dtype=args.backward_dtype)
+                   structure_every=every, compress=compress, steps_per_epoch=args.structural_steps_per_epoch,
+                   allow_short_structure=args.allow_short_structure, seed=args.seed, resume=args.resume,
+                   overwrite=args.overwrite, log_every=0 if smoke else 20, backward_dtype=args.backward_dtype)

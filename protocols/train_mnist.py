@@ -35,6 +35,7 @@ parser.add_argument("--mnist-dir", default=None)
 parser.add_argument("--train-limit", type=int, default=None)
 parser.add_argument("--test-limit", type=int, default=None)
 parser.add_argument("--resume", action="store_true")
+parser.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 
@@ -53,7 +54,7 @@ trainer = Trainer(net, device="cpp_standalone", surrogate="rectangular", loss="r
                   callbacks=[RunDirectory(args.run_dir, protocol=f"protocols/train_mnist.py {vars(args)}")])
 
 history = trainer.fit(train, epochs=args.epochs, batch_size=100, validation=test,
-                      run_dir=args.run_dir, resume=args.resume)
+                      run_dir=args.run_dir, resume=args.resume, overwrite=args.overwrite)
 
 last = history[-1]
 print(f"test accuracy {100 * last['val_accuracy']:.2f} % after {last['epoch']} epochs; "

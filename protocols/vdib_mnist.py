@@ -58,6 +58,8 @@ parser.add_argument("--train-limit", type=int, default=None)
 parser.add_argument("--test-limit", type=int, default=None)
 parser.add_argument("--resume", action="store_true",
                     help="continue interrupted runs from their newest checkpoints (finished runs are only re-tested)")
+parser.add_argument("--overwrite", action="store_true", help="replace runs already in --run-dir (without it, or "
+                    "--resume, a run directory that holds a run is refused)")
 parser.add_argument("--smoke", action="store_true", help="a seconds-long run: tiny network, 200/100 images")
 args = parser.parse_args()
 command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -80,7 +82,7 @@ net = vdib_encoder(784, hidden=(args.hidden,), readouts=args.readouts, steps=arg
 common = dict(epochs=args.epochs, decoder=args.decoder, decoder_options={"hidden": (args.decoder_hidden,)}
               if args.decoder == "mlp" else None, r=args.r, estimator=args.estimator, lr=args.lr,
               dec_lr=args.dec_lr, batch_size=args.batch_size, device=args.device, protocol=command,
-              resume=args.resume)
+              resume=args.resume, overwrite=args.overwrite)
 
 runs, t0 = [], time.perf_counter()
 for task in args.tasks:

@@ -43,6 +43,7 @@ parser.add_argument("--seeds", nargs="+", type=int, default=[0])
 parser.add_argument("--decodings", nargs="+", default=["time", "rate"], choices=["time", "rate"])
 parser.add_argument("--device", default="cpp_standalone")
 parser.add_argument("--run-dir", default="runs/vdib_predictive")
+parser.add_argument("--overwrite", action="store_true", help="replace runs already in --run-dir")
 parser.add_argument("--smoke", action="store_true")
 args = parser.parse_args()
 command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -65,7 +66,7 @@ for seed in args.seeds:
         rec = train_and_test(net, *data, task="predict", decoding=decoding, seed=seed, epochs=args.epochs,
                              decoder="linear", tau=args.tau, n_out=train.n_classes, beta=args.beta, r=args.r,
                              estimator=args.estimator, lr=args.lr, dec_lr=args.dec_lr, device=args.device,
-                             run_dir=f"{args.run_dir}/{name}", protocol=command)
+                             run_dir=f"{args.run_dir}/{name}", protocol=command, overwrite=args.overwrite)
         print(f"   test {rec['test']}", flush=True)
         runs.append(rec)
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 
-__all__ = ["ProgressLogger", "RunDirectory", "restore_latest", "write_json_atomic", "is_writer"]
+__all__ = ["ProgressLogger", "RunDirectory", "LearningRateChange", "restore_latest", "write_json_atomic",
+           "is_writer"]
 
 
 def is_writer(tr) -> bool:
@@ -64,41 +65,96 @@ def write_json_atomic(path, obj, lines=False):
 
 
 class ProgressLogger:
-    """One line every ``every`` batches and one per epoch, on ``stream`` (stdout); rank 0 only."""
+    """Progress on ``stream`` (stdout), rank 0 only.
 
-    def __init__(self, every=10, stream=None):
+    ``bar=False`` (default): one line every ``every`` batches and one per epoch, for logs.
+    ``bar=True``: one line redrawn in place (for a terminal) with the epoch's progress, loss,
+    accuracy, samples/s and the time left in the epoch and in the run, then the epoch line.
+    ``bar=None``: a bar when ``stream`` is a terminal, lines otherwise.  Samples/s leave out
+    the time spent compiling builds (``Trainer.build_seconds``).
+    """
+
+    def __init__(self, every=10, stream=None, bar=False):
         self.every = every
         self.stream = stream
+        self.bar = bar
+
+    def _out(self):
+        return self.stream or sys.stdout
 
     def _print(self, text):
-        print(text, file=self.stream or sys.stdout, flush=True)
+        print(text, file=self._out(), flush=True)
+
+    def _use_bar(self):
+        if self.bar is None:
+            isatty = getattr(self._out(), "isatty", None)
+            return bool(isatty and isatty())
+        return bool(self.bar)
 
     def on_fit_start(self, tr):
         if not is_writer(tr):
             return
         self._t = time.perf_counter()
+        self._b = tr.build_seconds
         self._n = 0
+        self._drawn = 0.0
+        self._bar_open = False
+
+    def _rate(self, tr):
+        return self._n / max(time.perf_counter() - self._t - (tr.build_seconds - self._b), 1e-9)
 
     def on_batch_end(self, tr, k, n_batches, m):
         if not is_writer(tr):
             return
         self._n += m["n"]
+        acc = tr._epoch_acc
+        if self._use_bar():
+            now = time.perf_counter()
+            if now - self._drawn < 0.2 and k + 1 < n_batches:
+                return
+            self._drawn = now
+            rate = self._rate(tr)
+            left_epoch = (n_batches - k - 1) * tr.batch_size / max(rate, 1e-9)
+            left_run = left_epoch + (tr.epochs - tr.epoch - 1) * n_batches * tr.batch_size / max(rate, 1e-9)
+            done = int(24 * (k + 1) / n_batches)
+            line = (f"epoch {tr.epoch + 1}/{tr.epochs} [{'#' * done}{'.' * (24 - done)}] {k + 1}/{n_batches} "
+                    f"loss {acc['loss'] / acc['n']:.4f} acc {acc['correct'] / acc['n']:.4f} {rate:.0f} samples/s "
+                    f"left {_clock(left_epoch)} (run {_clock(left_run)})")
+            self._out().write("\r" + line + "\x1b[K")
+            self._out().flush()
+            self._bar_open = True
+            return
         if self.every and ((k + 1) % self.every == 0 or k + 1 == n_batches):
-            rate = self._n / max(time.perf_counter() - self._t, 1e-9)
-            acc = tr._epoch_acc
             self._print(f"epoch {tr.epoch + 1}/{tr.epochs} batch {k + 1}/{n_batches} "
                         f"loss {acc['loss'] / acc['n']:.4f} acc {acc['correct'] / acc['n']:.4f} "
-                        f"{rate:.0f} samples/s")
+                        f"{self._rate(tr):.0f} samples/s")
+
+    def _close_bar(self):
+        if getattr(self, "_bar_open", False):
+            self._out().write("\n")
+            self._bar_open = False
 
     def on_epoch_end(self, tr, r):
         if not is_writer(tr):
             return
+        self._close_bar()
         val = f" val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f}" if "val_accuracy" in r else ""
         self._print(f"epoch {r['epoch']}/{tr.epochs} train_loss {r['train_loss']:.4f} "
                     f"train_acc {r['train_accuracy']:.4f}{val} ({r['train_seconds']:.1f} s, "
                     f"{r['train_samples_per_s']:.0f} samples/s, compression {r['compression']:.3f})")
         self._t = time.perf_counter()
+        self._b = tr.build_seconds
         self._n = 0
+
+    def on_fit_end(self, tr):
+        if is_writer(tr):
+            self._close_bar()
+
+
+def _clock(seconds) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 class RunDirectory:
@@ -129,6 +185,8 @@ class RunDirectory:
 
     def checkpoint(self, tr):
         arrays, meta = tr.state_dict()
+        if "cli_args" in self.extra:  # the command's options travel with every checkpoint too
+            meta["cli_args"] = self.extra["cli_args"]
         name = f"ckpt-{tr.epoch:04d}-{tr.batch:05d}.npz"
         save_checkpoint(os.path.join(self.path, name), arrays, meta)
         prune_checkpoints(self.path, keep=self.keep)
@@ -170,6 +228,26 @@ class RunDirectory:
             summary["best_val_accuracy"] = best["val_accuracy"]
             summary["best_epoch"] = best["epoch"]
         write_json_atomic(os.path.join(self.path, "summary.json"), summary)
+
+
+class LearningRateChange:
+    """Set the learning rate to ``lr`` when training starts (after a resumed checkpoint is loaded).
+
+    With a learning-rate schedule its base rate becomes ``lr`` and the schedule goes on from
+    its epoch (``lr`` scaled as the schedule scales it); without one the optimiser's rate is
+    ``lr``.  ``sdsnn train --resume R --lr X`` uses it and records the change in config.json.
+    """
+
+    def __init__(self, lr):
+        self.lr = float(lr)
+
+    def on_fit_start(self, tr):
+        sched = tr.lr_schedule
+        if sched is not None and hasattr(sched, "base_lr"):
+            sched.base_lr = self.lr
+            tr.optimizer.lr = float(sched.get_lr(max(sched.last_epoch, 0)))
+        else:
+            tr.optimizer.lr = self.lr
 
 
 def restore_latest(tr, run_dir):

@@ -13,8 +13,10 @@
   archive.  Files load with ``allow_pickle=False``.
 * :func:`latest_checkpoint` picks the newest checkpoint that loads, warning
   about (and skipping) damaged newer ones; :func:`prune_checkpoints` removes
-  old ones.  "Newest" means latest modification time, ties broken by the
-  numbers in the file name (``ckpt-10.npz`` after ``ckpt-9.npz``).
+  old ones.  "Newest" is decided by the numbers in the file name, compared as
+  numbers (``ckpt-0002-00000.npz`` after ``ckpt-0001-00040.npz``, ``ckpt-10.npz``
+  after ``ckpt-9.npz``), never by file times: a directory copied with ``cp -r``
+  (new times, any order) resumes from the same checkpoint.
 """
 
 from __future__ import annotations
@@ -237,12 +239,11 @@ def list_checkpoints(directory, pattern: str = "ckpt-*.npz") -> list[Path]:
         try:
             if not p.is_file():
                 continue
-            mtime = p.stat().st_mtime_ns
         except OSError:
             continue
-        found.append((mtime, _natural_key(p.name), p))
-    found.sort(key=lambda t: (t[0], t[1]))
-    return [p for _, _, p in found]
+        found.append((_natural_key(p.name), p))
+    found.sort(key=lambda t: t[0])
+    return [p for _, p in found]
 
 
 def latest_checkpoint(directory, pattern: str = "ckpt-*.npz") -> Path | None:

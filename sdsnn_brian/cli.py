@@ -14,6 +14,7 @@ Errors in the arguments or the data end the command with a one-line message
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -53,8 +54,16 @@ def _add_train(sub):
     g.add_argument("--sdsnn", action="store_true", help="spine constraint, neuronal pruning and regeneration")
     g.add_argument("--gradient-mode", default="reference", choices=["reference", "strict"],
                    help="reference: dense training between structural steps; strict: removed synapses frozen")
-    g.add_argument("--structure-every", type=int, default=8, help="minibatches between structural steps")
-    g.add_argument("--compress", type=float, default=1.0, help="shrink the structural timeline by this factor")
+    g.add_argument("--structure-every", type=int, default=None,
+                   help="minibatches between structural steps (default: chosen from the data size so that an "
+                        "epoch holds --structural-steps-per-epoch steps)")
+    g.add_argument("--structural-steps-per-epoch", type=int, default=8,
+                   help="structural steps per epoch when --structure-every is not given (default: 8)")
+    g.add_argument("--compress", type=float, default=None,
+                   help="shrink the structural timeline by this factor (default: 1, or the smallest factor that "
+                        "lets the whole reference timeline fit the run's structural steps)")
+    g.add_argument("--allow-short-structure", action="store_true",
+                   help="train even when the run takes too few structural steps to prune at all (refused otherwise)")
     g.add_argument("--freeze-after", type=int, default=None,
                    help="structural step from which masks stop changing (default: never, the reference)")
     g = p.add_argument_group("data and device")
@@ -74,11 +83,18 @@ def _add_train(sub):
     g.add_argument("--distributed", action="store_true", help="data-parallel over MPI ranks: start with "
                    "'mpiexec -n K sdsnn train --distributed ...' (needs pip install '.[mpi]'; see docs/cluster.md)")
     g = p.add_argument_group("run directory")
-    g.add_argument("--run-dir", default="runs/mnist_dense")
+    g.add_argument("--run-dir", default="runs/mnist_dense",
+                   help="where the run is written (default: runs/mnist_dense); a directory that already holds a "
+                        "run is refused unless --resume or --overwrite, and is locked while training")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest valid "
-                   "checkpoint, with the options it was started with (--epochs may extend it)")
+                   "checkpoint, with the options it was started with; only --epochs, --lr, --log-every and "
+                   "--checkpoint-every may be changed (recorded in config.json), any other differing option "
+                   "is refused")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir (its config, "
+                   "metrics, checkpoints, summary, structure log and report are removed first)")
     g.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N batches")
-    g.add_argument("--log-every", type=int, default=10, help="progress line every N batches")
+    g.add_argument("--log-every", type=int, default=None, help="a progress line every N batches (default: a "
+                   "progress bar with the time left on a terminal, a line every 10 batches otherwise)")
     p.set_defaults(func=cmd_train)
 
 
@@ -94,40 +110,108 @@ def build_parser():
     return parser
 
 
-_POSITIVE = ("batch_size", "steps", "structure_every")
+_POSITIVE = ("batch_size", "steps", "structure_every", "structural_steps_per_epoch")
 _NON_NEGATIVE = ("epochs", "checkpoint_every", "log_every", "threads", "lr_step")
+#: Options that may differ when a run is resumed: they change nothing already computed.
+_CHANGE_ON_RESUME = ("epochs", "lr", "log_every", "checkpoint_every")
+#: Options that say how this process runs, not what the run is.
+_NOT_RUN_OPTIONS = ("func", "command", "resume", "distributed", "overwrite", "_argv", "_resume_info")
+
+
+def _train_subparser():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["train"]
+
+
+def _given_options(argv) -> set:
+    """The ``sdsnn train`` options written on the command line ``argv`` (not left at their defaults)."""
+    if not argv or argv[0] != "train":
+        return set()
+    p = _train_subparser()
+    unset = object()
+    ns = argparse.Namespace(**{a.dest: unset for a in p._actions if a.dest != "help"})
+    p.parse_known_args(argv[1:], ns)
+    return {k for k, v in vars(ns).items() if v is not unset}
+
+
+def _saved_options(run_dir):
+    """``(cli_args, config)`` of the run in ``run_dir``: from its config.json, or, when that file is
+    damaged, from its newest valid checkpoint (with a warning); errors name the file."""
+    import json
+    import os
+    import warnings
+
+    from .checkpoint import latest_checkpoint, load_checkpoint
+
+    cfg_path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"cannot resume: {run_dir!r} is not a directory")
+    problem = None
+    try:
+        with open(cfg_path) as fh:
+            cfg = json.load(fh)
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+        if cfg.get("cli_args"):
+            return cfg["cli_args"], cfg
+        problem = f"{cfg_path} was not written by 'sdsnn train' (no cli_args)"
+    except FileNotFoundError:
+        problem = f"{cfg_path} does not exist (is {run_dir!r} a run directory?)"
+    except ValueError as exc:  # json.JSONDecodeError included
+        problem = f"{cfg_path} is damaged ({exc})"
+    ckpt = latest_checkpoint(run_dir)
+    meta = load_checkpoint(ckpt)[1] if ckpt is not None else {}
+    if not meta.get("cli_args"):
+        raise ValueError(f"cannot resume: {problem}, and no checkpoint in {run_dir!r} holds the run's options")
+    warnings.warn(f"{problem}: the run's options were taken from {ckpt}; config.json is rewritten", stacklevel=2)
+    return meta["cli_args"], {}
 
 
 def _resolve_train_args(args):
-    """Validate the options; with ``--resume RUN_DIR`` take the run's own options."""
-    import json
-    import math
-    import os
+    """Validate the options; with ``--resume RUN_DIR`` take the run's own options.
 
+    On resume, options given on the command line that differ from the run's are honoured
+    when they change nothing already computed (:data:`_CHANGE_ON_RESUME`, recorded as a
+    change in ``config.json``) and refused otherwise, naming the option.
+    """
+    import math
+
+    if args.resume and getattr(args, "overwrite", False):
+        raise ValueError("--resume continues a run and --overwrite replaces it: give one of them")
     if args.resume:
-        cfg_path = os.path.join(args.resume, "config.json")
-        if not os.path.exists(cfg_path):
-            raise FileNotFoundError(f"cannot resume: {cfg_path} does not exist (is {args.resume!r} a run directory?)")
-        with open(cfg_path) as fh:
-            saved = json.load(fh).get("cli_args")
-        if not saved:
-            raise ValueError(f"cannot resume: {cfg_path} was not written by 'sdsnn train' (no cli_args)")
-        epochs = args.epochs
+        saved, saved_cfg = _saved_options(args.resume)
+        given = _given_options(getattr(args, "_argv", None)) - set(_NOT_RUN_OPTIONS) - {"run_dir"}
+        changed, refused = {}, []
+        for key in sorted(given):
+            new, old = getattr(args, key), saved.get(key)
+            if key not in saved or new == old:
+                continue
+            if key in _CHANGE_ON_RESUME:
+                changed[key] = [old, new]
+            else:
+                refused.append(f"--{key.replace('_', '-')} {_show(new)} (the run has {_show(old)})")
+        if refused:
+            raise ValueError(f"cannot resume {args.resume!r} with different options: {'; '.join(refused)}. A "
+                             f"resumed run keeps its configuration; only {', '.join('--' + k.replace('_', '-') for k in _CHANGE_ON_RESUME)} "
+                             "may change. Start a new run directory for another configuration")
         for key, value in saved.items():
-            setattr(args, key, value)
+            if key not in changed:
+                setattr(args, key, value)
         args.run_dir = args.resume
-        if epochs is not None:
-            args.epochs = epochs
+        args._resume_info = {"changed": changed, "saved_config": saved_cfg}
     if args.epochs is None:
         args.epochs = 25
     for key in _POSITIVE:
-        if getattr(args, key) <= 0:
+        if getattr(args, key, None) is not None and getattr(args, key) <= 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {getattr(args, key)}")
     for key in _NON_NEGATIVE:
-        if getattr(args, key) < 0:
+        if getattr(args, key) is not None and getattr(args, key) < 0:
             raise ValueError(f"--{key.replace('_', '-')} must not be negative, got {getattr(args, key)}")
     for key in ("lr", "momentum", "lr_gamma", "compress"):
         v = getattr(args, key)
+        if v is None:
+            continue
         if not math.isfinite(v) or v < 0 or (key in ("lr", "compress") and v == 0):
             raise ValueError(f"--{key.replace('_', '-')} must be a finite {'positive' if key in ('lr', 'compress') else 'non-negative'} number, got {v}")
     if args.hidden is None:
@@ -139,12 +223,56 @@ def _resolve_train_args(args):
     return args
 
 
+def _show(v):
+    return " ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def command_line(cli_args) -> str:
+    """``sdsnn train ...`` with every option of ``cli_args`` written so that it can be pasted back
+    (flags only when set, lists as separate words, quoted where needed)."""
+    import shlex
+
+    words = ["sdsnn", "train"]
+    for action in _train_subparser()._actions:
+        if action.dest not in cli_args or action.dest in _NOT_RUN_OPTIONS or not action.option_strings:
+            continue
+        v = cli_args[action.dest]
+        opt = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            if v:
+                words.append(opt)
+        elif v is None:
+            continue
+        elif isinstance(v, (list, tuple)):
+            words += [opt, *map(str, v)]
+        else:
+            words += [opt, str(v)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def cmd_train(args):
     comm = _communicator(getattr(args, "distributed", False))
     if comm.size > 1:
         return _train_distributed(args, comm)
-    _prepare_train(args, comm)[1]()
+    try:
+        _prepare_train(args, comm)[1]()
+    except KeyboardInterrupt:
+        print(_interrupted_message(args.run_dir), file=sys.stderr, flush=True)
+        return 130
     return 0
+
+
+def _interrupted_message(run_dir) -> str:
+    import os
+    import shlex
+
+    from .checkpoint import latest_checkpoint
+
+    if not run_dir or not os.path.exists(os.path.join(run_dir, "config.json")):
+        return "\nsdsnn: interrupted before training started; nothing was written"
+    last = latest_checkpoint(run_dir)
+    where = f"the last checkpoint is {last}" if last else "no checkpoint was written yet (it restarts from the beginning)"
+    return f"\nsdsnn: interrupted; {where}; resume with: sdsnn train --resume {shlex.quote(run_dir)}"
 
 
 def _communicator(distributed):
@@ -200,10 +328,11 @@ def _prepare_train(args, comm=None):
     from .structure import SDSNNConfig, StructureSchedule, network_layer_specs
     from .surrogate import SURROGATES
 
+    from .callbacks import LearningRateChange, ProgressLogger
+    from .structure.timeline import fit_timeline
+
     resume = bool(args.resume)
     args = _resolve_train_args(args)
-    # --distributed is how this process was started, not part of the run (resume with any number of ranks)
-    cli_args = {k: v for k, v in vars(args).items() if k not in ("func", "command", "resume", "distributed")}
     root = comm is None or comm.is_root
     if args.architecture == "conv":
         net = sdsnn_conv((1, 28, 28), 10, channels=args.channels, hidden=args.hidden, neuron=args.neuron,
@@ -227,25 +356,59 @@ def _prepare_train(args, comm=None):
     if root:
         ranks = f"; {comm.size} ranks" if comm is not None and comm.size > 1 else ""
         print(f"data: {len(train)} training images ({train.source}), {len(test)} test images{ranks}", flush=True)
-    protocol = "sdsnn train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(cli_args.items()))
     structure = None
     if args.sdsnn:
         config = SDSNNConfig(mode=args.gradient_mode, n_out=net.n_classes,
                              freeze_after=getattr(args, "freeze_after", None))
-        structure = StructureSchedule(network_layer_specs(net),
-                                      config.compressed(args.compress) if args.compress != 1.0 else config)
+        # the structural timeline fitted to this run's length (explicit --structure-every / --compress win)
+        config, plan = fit_timeline(config, len(train), args.batch_size, args.epochs,
+                                    structure_every=args.structure_every, compress=args.compress,
+                                    steps_per_epoch=args.structural_steps_per_epoch)
+        args.structure_every, args.compress = plan.structure_every, plan.compress
+        if root and not resume:
+            print(f"structure: {plan.describe()}", flush=True)
+        structure = StructureSchedule(network_layer_specs(net), config)
+    # --distributed is how this process was started, not part of the run (resume with any number of ranks)
+    cli_args = {k: v for k, v in vars(args).items() if k not in _NOT_RUN_OPTIONS}
+    protocol = command_line(cli_args)
+    callbacks = []
+    extra = {"cli_args": cli_args}
+    info = getattr(args, "_resume_info", None)
+    if resume and info is not None:
+        import time
+
+        from .checkpoint import latest_checkpoint
+
+        saved_cfg = info["saved_config"]
+        protocol = saved_cfg.get("protocol", protocol)
+        last = latest_checkpoint(args.run_dir)
+        entry = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "from_checkpoint": last and os.path.basename(last),
+                 "command": " ".join(["sdsnn"] + list(getattr(args, "_argv", None) or ["train", "--resume",
+                                                                                      args.run_dir])),
+                 "changed": info["changed"]}
+        extra["resumes"] = list(saved_cfg.get("resumes", [])) + [entry]
+        if "lr" in info["changed"]:
+            callbacks.append(LearningRateChange(args.lr))
+        if root and info["changed"]:
+            print("resuming with changed options: " + ", ".join(f"--{k.replace('_', '-')} {_show(o)} -> {_show(n)}"
+                                                               for k, (o, n) in info["changed"].items()), flush=True)
+    log_every = 10 if args.log_every is None else args.log_every
+    if log_every or args.log_every is None:
+        callbacks.append(ProgressLogger(every=log_every, bar=None if args.log_every is None else False))
     trainer = Trainer(net, device=args.device, surrogate=surrogate, loss=args.loss, optimizer=opt,
                       lr_schedule=schedule, detach_reset=args.detach_reset, seed=args.seed, threads=args.threads,
                       structure=structure, structure_every=args.structure_every if args.sdsnn else None,
                       gradient_mode=args.gradient_mode, communicator=comm, backward_dtype=args.backward_dtype,
                       weight_dtype=getattr(args, "weight_dtype", "float64"),
                       compact=not getattr(args, "no_compact", False),
-                      callbacks=[RunDirectory(args.run_dir, checkpoint_every=args.checkpoint_every,
-                                              protocol=protocol, extra={"cli_args": cli_args})])
+                      allow_short_structure=getattr(args, "allow_short_structure", False),
+                      callbacks=callbacks + [RunDirectory(args.run_dir, checkpoint_every=args.checkpoint_every,
+                                                          protocol=protocol, extra=extra)])
 
     def fit():
         return trainer.fit(train, epochs=args.epochs, batch_size=args.batch_size, validation=test,
-                           run_dir=args.run_dir, resume=resume, log_every=args.log_every)
+                           run_dir=args.run_dir, resume=resume, log_every=0,
+                           overwrite=getattr(args, "overwrite", False))
 
     return trainer, fit
 
@@ -459,8 +622,12 @@ def main(argv=None):
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("\nsdsnn: interrupted", file=sys.stderr, flush=True)
+        return 130
     except (ValueError, OSError, TypeError, ArithmeticError) as exc:
         print(f"sdsnn: error: {exc}", file=sys.stderr)
         return 2

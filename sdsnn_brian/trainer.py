@@ -29,6 +29,7 @@ from .encoding import get_encoder
 from .gradient import backward
 from .losses import get_loss
 from .optim import get_optimizer
+from .rundir import open_run_directory
 from .surrogate import get_surrogate
 
 __all__ = ["Trainer", "as_arrays"]
@@ -118,13 +119,17 @@ class Trainer:
         ``'float32'`` (less memory traffic per synaptic event; the simulation then equals a
         float64 one with the weights rounded to float32, see :class:`~sdsnn_brian.device.Simulator`).
         The trained parameters stay float64.
+    allow_short_structure : bool
+        :meth:`fit` refuses (:class:`~sdsnn_brian.structure.timeline.ShortTimelineError`) an
+        SD-SNN run that takes fewer structural steps than its timeline needs to prune at all
+        (:func:`~sdsnn_brian.structure.timeline.check_timeline`); ``True`` lets it run anyway.
     """
 
     def __init__(self, net, device="cpp_standalone", surrogate="rectangular", loss="rate_mse",
                  optimizer=None, lr_schedule=None, detach_reset=False, seed=0, threads=0,
                  structure=None, structure_every=None, gradient_mode="reference", callbacks=(),
                  cache_dir=None, cuda_options=None, communicator=None, backward_dtype="float64",
-                 compact=True, weight_dtype="float64"):
+                 compact=True, weight_dtype="float64", allow_short_structure=False):
         from .distributed import SingleProcess
         from .optim import Adam
 
@@ -154,6 +159,8 @@ class Trainer:
         self.dynamics = net.dynamics()
         self.structure = structure
         self.structure_every = structure_every
+        self.allow_short_structure = bool(allow_short_structure)
+        self.structure_steps_planned = None
         self.callbacks = list(callbacks)
         self.weights, self.biases = net.init_params(np.random.default_rng([self.seed, 2**31]))
         self.masks = [np.ones_like(w) for w in self.weights]
@@ -172,6 +179,11 @@ class Trainer:
         self._masked_runs = self._switched_at = 0  # minibatches on the masked path; the last new build
         self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
+        #: seconds spent generating and compiling builds (kept out of the training and evaluation times)
+        self.build_seconds = 0.0
+        self._owned_run_dir = None  # the run directory this trainer wrote (it may go on training there)
+        #: say "compiling the network (about N s ...)" before a compilation (rank 0)
+        self.announce_builds = True
 
     # -- parameters ---------------------------------------------------------
     @property
@@ -200,12 +212,30 @@ class Trainer:
         if masked and self.compact:
             sim = self._compacted_simulator(batch_size)
             if sim is not None:
-                return sim
+                return self._built(sim)
         if self._sim is None or self._sim.batch_size != batch_size:
             if self._sim is not None:
                 self._sim.close()
             self._sim = self._new_simulator(batch_size)
-        return self._sim
+        return self._built(self._sim)
+
+    def _built(self, sim):
+        """``sim``, generated and compiled now if it never was: the time goes to ``build_seconds``,
+        not to the minibatch that first uses it, and a compilation is announced first (rank 0)."""
+        if sim.device == "runtime" or getattr(sim, "_objects", None) is not None:
+            return sim
+        announce = not sim.compiled and self.comm.is_root and self.announce_builds
+        if announce:
+            print(f"compiling the network for {sim.device} (about {_expected_build_seconds(sim)} s, once; "
+                  f"cached in {sim.project_dir})", flush=True)
+        t0 = time.perf_counter()
+        sim.build()
+        seconds = time.perf_counter() - t0
+        self.build_seconds += seconds
+        if announce:
+            _record_build_seconds(sim, seconds)
+            print(f"compiled in {seconds:.0f} s", flush=True)
+        return sim
 
     #: A compacted build keeps serving while the build for the current masks would hold at
     #: least this fraction of its synapses.
@@ -548,17 +578,18 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------
     def fit(self, train_set, epochs, batch_size=100, validation=None, run_dir=None, resume=False,
-            log_every=10, eval_every=1):
+            log_every=10, eval_every=1, overwrite=False):
         """Train for ``epochs`` epochs (counted from the start of the run).
 
         ``run_dir`` receives ``config.json``, ``metrics.jsonl``, checkpoints and
         ``summary.json`` (through the default callbacks).  With ``resume=True`` the
         newest valid checkpoint in ``run_dir`` is loaded first.  ``validation`` is
         evaluated after every ``eval_every``-th epoch and after the last one.
-        """
-        from . import callbacks as cb
-        from .distributed import RankFailedError
 
+        A ``run_dir`` that already holds a run is refused unless ``resume`` or ``overwrite``
+        (which removes the earlier run's files), and it is locked while training: a second
+        process on the same directory fails at once naming this one (:mod:`sdsnn_brian.rundir`).
+        """
         x_all, y_all = as_arrays(train_set, self.net.input.size, self.net.n_classes, "training set")
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -566,9 +597,30 @@ class Trainer:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = int(batch_size)
         self.n_train = len(y_all)
+        self.epochs = int(epochs)
+        if validation is not None:  # bad validation data fails now, not after the first epoch
+            as_arrays(validation, self.net.input.size, self.net.n_classes, "validation set")
+        self._check_structure_timeline()
+        lock = None
         if run_dir is not None:
             self.run_dir = run_dir
-            self._on_root(_check_writable, run_dir)  # only rank 0 writes the run directory
+            # only rank 0 writes the run directory; it holds its lock until fit ends
+            # a trainer continuing in the directory it wrote itself goes on (like a resume)
+            own = self._owned_run_dir is not None and os.path.abspath(run_dir) == self._owned_run_dir
+            lock = self._on_root(lambda: open_run_directory(run_dir, resume=resume or own, overwrite=overwrite))
+            self._owned_run_dir = os.path.abspath(run_dir)
+        try:
+            return self._fit(x_all, y_all, epochs, batch_size, validation, run_dir, resume, log_every,
+                             eval_every)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, x_all, y_all, epochs, batch_size, validation, run_dir, resume, log_every, eval_every):
+        from . import callbacks as cb
+        from .distributed import RankFailedError
+
+        if run_dir is not None:
             if not any(isinstance(c, cb.RunDirectory) for c in self.callbacks):
                 self.callbacks.insert(0, cb.RunDirectory(run_dir))
             if resume:
@@ -576,7 +628,6 @@ class Trainer:
         self.sync_state()  # ranks start from rank 0's state (a resumed checkpoint included)
         if not any(isinstance(c, cb.ProgressLogger) for c in self.callbacks) and log_every:
             self.callbacks.append(cb.ProgressLogger(every=log_every))
-        self.epochs = int(epochs)
         self.validation = validation
         self._call("on_fit_start")
         n_batches = -(-len(y_all) // batch_size)
@@ -584,8 +635,10 @@ class Trainer:
             e = self.epoch
             order = np.random.default_rng([self.seed, e]).permutation(len(y_all))
             if self.batch == 0 or self._epoch_acc is None:
-                self._epoch_acc = {"loss": 0.0, "correct": 0, "n": 0, "times": {}, "t0": time.perf_counter()}
+                self._epoch_acc = {"loss": 0.0, "correct": 0, "n": 0, "times": {}, "t0": time.perf_counter(),
+                                   "build0": self.build_seconds}
             acc = self._epoch_acc
+            acc.setdefault("build0", self.build_seconds)
             while self.batch < n_batches:
                 k = self.batch
                 idx = order[k * batch_size:(k + 1) * batch_size]
@@ -606,20 +659,27 @@ class Trainer:
                 if self.structure is not None and self.structure_every and self.batch % self.structure_every == 0:
                     self.structure_step()
                 self._call("on_batch_end", k, n_batches, m)
-            seconds = time.perf_counter() - acc["t0"]
+            built = self.build_seconds - acc["build0"]  # compilation is not training time
+            seconds = max(time.perf_counter() - acc["t0"] - built, 1e-9)
             if self.structure is not None and not self.structure_every:
                 self.structure_step()
             record = {"epoch": e + 1, "train_loss": acc["loss"] / acc["n"], "train_accuracy": acc["correct"] / acc["n"],
                       "lr": float(self.optimizer.lr), "train_seconds": seconds,
                       "train_samples_per_s": acc["n"] / seconds,
                       "time_per_batch": {k[2:]: v / n_batches for k, v in acc["times"].items()}}
+            if built:
+                record["build_seconds"] = built
             if self.lr_schedule is not None:
                 self.lr_schedule.step()
             if validation is not None and ((e + 1) % max(1, eval_every) == 0 or e + 1 == epochs):
-                t0 = time.perf_counter()
+                t0, b0 = time.perf_counter(), self.build_seconds
                 ev = self.evaluate(validation, batch_size)
+                val_build = self.build_seconds - b0
                 record.update({"val_loss": ev["loss"], "val_accuracy": ev["accuracy"],
-                               "sops_per_sample": ev["sops_per_sample"], "val_seconds": time.perf_counter() - t0})
+                               "sops_per_sample": ev["sops_per_sample"],
+                               "val_seconds": time.perf_counter() - t0 - val_build})
+                if val_build:
+                    record["build_seconds"] = record.get("build_seconds", 0.0) + val_build
             record.update(self.structure_summary())
             self.epoch += 1
             self.batch = 0
@@ -628,6 +688,17 @@ class Trainer:
             self._call("on_epoch_end", record)
         self._call("on_fit_end")
         return self.history
+
+    def _check_structure_timeline(self):
+        """Refuse an SD-SNN run too short for its structural timeline (see ``allow_short_structure``)."""
+        from .structure.timeline import check_timeline, structural_steps
+
+        config = getattr(self.structure, "config", None)
+        if config is None or not hasattr(config, "structure_after"):
+            return
+        self.structure_steps_planned = structural_steps(self.n_train, self.batch_size, self.epochs,
+                                                        self.structure_every)
+        check_timeline(config, self.structure_steps_planned, allow_short=self.allow_short_structure)
 
     def structure_summary(self):
         """Present-synapse fractions per layer and neurons pruned (1.0 and 0 for a dense run)."""
@@ -638,6 +709,7 @@ class Trainer:
             rep = self.structure.removed_fractions(self.masks)
             out["compression_with_dead_sources"] = _jsonable_report(rep)
             out["neurons_pruned"] = {k: int(v) for k, v in self.structure.neurons_pruned().items()}
+            out["structural_steps"] = int(getattr(self.structure, "t", 0))
         return out
 
     def config(self) -> dict:
@@ -649,6 +721,9 @@ class Trainer:
                "backward_dtype": self.backward_dtype.name, "weight_dtype": self.weight_dtype,
                "compact": self.compact, "structure_every": self.structure_every,
                "structure": _describe(self.structure)}
+        if self.structure_steps_planned is not None:
+            cfg["structural_steps_planned"] = self.structure_steps_planned
+            cfg["allow_short_structure"] = self.allow_short_structure
         for key in ("epochs", "batch_size", "n_train"):
             if hasattr(self, key):
                 cfg[key] = getattr(self, key)
@@ -685,7 +760,7 @@ class Trainer:
                 arrays[f"structure/{key}"] = np.asarray(v)
         acc = None
         if self._epoch_acc is not None:
-            acc = {k: v for k, v in self._epoch_acc.items() if k != "t0"}
+            acc = {k: v for k, v in self._epoch_acc.items() if k not in ("t0", "build0")}
         meta = {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "history": self.history,
                 "epoch_acc": acc, "structure_key": self.net.structure_key()}
         return arrays, meta
@@ -712,16 +787,42 @@ class Trainer:
         self._epoch_acc = None if acc is None else {**acc, "t0": time.perf_counter()}
 
 
-def _check_writable(run_dir):
-    """Create ``run_dir`` and prove it takes a file, or raise an OSError naming it."""
+_BUILD_TIMES = "build_seconds.json"
+
+
+def _expected_build_seconds(sim) -> int:
+    """How long a compilation is likely to take: the median of the last ones recorded in the cache
+    for this device (30 s for C++, 150 s for CUDA when none is)."""
+    default = 150 if sim.device == "cuda_standalone" else 30
     try:
-        os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, f".write_test_{os.getpid()}")
-        with open(probe, "w") as fh:
-            fh.write("ok")
-        os.remove(probe)
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"run directory {run_dir!r} is not writable ({exc.strerror})") from None
+        import json
+
+        with open(os.path.join(os.path.dirname(sim.project_dir), _BUILD_TIMES)) as fh:
+            seen = json.load(fh).get(sim.device) or []
+        return int(round(float(np.median(seen)))) if seen else default
+    except (OSError, ValueError, TypeError, AttributeError):
+        return default
+
+
+def _record_build_seconds(sim, seconds):
+    """Remember a compilation's duration for :func:`_expected_build_seconds` (best effort)."""
+    import json
+
+    from .callbacks import write_json_atomic
+
+    path = os.path.join(os.path.dirname(sim.project_dir), _BUILD_TIMES)
+    try:
+        with open(path) as fh:
+            seen = json.load(fh)
+        if not isinstance(seen, dict):
+            seen = {}
+    except (OSError, ValueError):
+        seen = {}
+    try:
+        seen[sim.device] = (list(seen.get(sim.device) or []) + [round(float(seconds), 1)])[-9:]
+        write_json_atomic(path, seen)
+    except (OSError, TypeError):
+        pass
 
 
 def _nan_message(exc, epoch, batch, run_dir):

@@ -472,7 +472,22 @@ class VDIBTrainer:
 
     # -- loops ------------------------------------------------------------------------------
     def fit(self, inputs, targets, epochs=1, validation=None, run_dir=None, protocol=None, log_every=10,
-            stream=None, resume=False):
+            stream=None, resume=False, overwrite=False):
+        """Train (see :meth:`_fit`); a ``run_dir`` holding a run is refused unless ``resume`` or
+        ``overwrite``, and is locked while training (:mod:`sdsnn_brian.rundir`)."""
+        from .rundir import open_run_directory
+
+        if resume and not run_dir:
+            raise ValueError("resume=True needs the run_dir to resume from")
+        lock = open_run_directory(run_dir, resume=resume, overwrite=overwrite) if run_dir else None
+        try:
+            return self._fit(inputs, targets, epochs, validation, run_dir, protocol, log_every, stream, resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, inputs, targets, epochs=1, validation=None, run_dir=None, protocol=None, log_every=10,
+             stream=None, resume=False):
         """Train for ``epochs`` over ``inputs``/``targets``; evaluate ``validation`` (a pair) after each epoch.
 
         Randomness: the shuffle of epoch ``e`` from ``default_rng([seed, e])``, the encoding and

@@ -35,13 +35,14 @@ def vdib_encoder(n_in=784, hidden=(256,), readouts=128, steps=20, encoding="rate
 
 def train_and_test(net, train, test, *, task, decoding="time", seed=0, epochs=1, run_dir=None, protocol=None,
                    decoder="mlp", decoder_options=None, tau="whole", log_every=0, resume=False,
-                   **trainer_kwargs) -> dict:
+                   overwrite=False, **trainer_kwargs) -> dict:
     """Train one VDIB system and test it; returns a JSON-able record.
 
     ``train``/``test``: pairs ``(inputs, targets)``; ``task``: ``'classify'`` (labels, 'ce'),
     ``'reconstruct'`` (targets in [0, 1], 'bce') or ``'predict'`` (labels per window position);
     ``decoding``: ``'time'`` or ``'rate'`` (the same decoder fed the spike counts only);
-    ``resume``: continue an interrupted run from the newest checkpoint in ``run_dir``.
+    ``resume``: continue an interrupted run from the newest checkpoint in ``run_dir``; ``overwrite``:
+    replace a run already in ``run_dir`` (without either, such a directory is refused).
     """
     if task not in ("classify", "reconstruct", "predict"):
         raise ValueError(f"unknown task {task!r}; known: classify, reconstruct, predict")
@@ -53,7 +54,7 @@ def train_and_test(net, train, test, *, task, decoding="time", seed=0, epochs=1,
                      seed=seed, decoder_options=decoder_options, **trainer_kwargs)
     t0 = time.perf_counter()
     tr.fit(train[0], train[1], epochs=epochs, run_dir=run_dir, protocol=protocol, log_every=log_every,
-           resume=resume and run_dir is not None)
+           resume=resume and run_dir is not None, overwrite=overwrite)
     t1 = time.perf_counter()
     res = tr.evaluate(test[0], test[1])
     t2 = time.perf_counter()
