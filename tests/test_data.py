@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sdsnn_brian.data import MNIST, TruncatedDataWarning, load_mnist
+from sdsnn_brian.data.errors import CorruptDataError
 from sdsnn_brian.data import mnist as mnist_mod
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -171,15 +172,16 @@ def test_truncated_labels_pair_to_smaller(tmp_path):
     np.testing.assert_array_equal(ds.labels, [0, 1, 2])
 
 
-def test_damaged_gzip_stream_treated_as_truncated(tmp_path):
+def test_damaged_gzip_stream_is_an_error_not_a_truncation(tmp_path):
     raw, pix = idx_images(20)
     good = sync_flushed_prefix(raw, 16 + 7 * 784)
     bad = good + b"\xff" * 64  # garbage after a valid prefix: an invalid deflate block
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(bad)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_labels(np.arange(20) % 10))
-    with pytest.warns(TruncatedDataWarning):
-        ds = MNIST(tmp_path)
-    assert len(ds) == 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no TruncatedDataWarning: a damaged stream is not a cut one
+        with pytest.raises(CorruptDataError, match=r"train-images-idx3-ubyte.gz.*invalid deflate data"):
+            MNIST(tmp_path)
 
 
 # --------------------------------------------------------------------------- errors

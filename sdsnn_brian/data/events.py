@@ -36,6 +36,30 @@ sizes and modification times, and this module's format version, so changing any 
 computes new frames.  ``dataset.images`` is then a memory-mapped ``[N, T, 2*H*W]`` uint8
 array and ``dataset.labels`` the classes: what :class:`~sdsnn_brian.trainer.Trainer`
 takes with ``Input((2, H, W), encoding=Direct(time_first=False))``.
+
+Damaged files
+-------------
+A reader returns the recording or raises :class:`~sdsnn_brian.data.errors.CorruptDataError`
+naming the file and what is wrong; it never returns a silently shortened array where the
+format lets the cut be seen.
+
+* N-MNIST ``.bin`` (read here, byte for byte what ``tonic.io.read_mnist_file`` returns for a
+  valid file): the size must be a whole, non-zero number of 5-byte events, every event must
+  lie on the 34 x 34 sensor (this rejects the ATIS overflow marker y = 240 too: a recording
+  shorter than 2**23 us = 8.4 s never holds one; N-MNIST recordings last about 0.3 s) and
+  timestamps must not decrease.  The format has no header and no checksum, so a cut between
+  two events reads as a shorter recording, and a flipped byte that keeps x, y below 34 and
+  the time order (a polarity bit, a low coordinate bit, a low timestamp bit) cannot be seen.
+* AEDAT4 (through ``tonic.io.read_aedat4``): the file must start with the AEDAT4 signature;
+  any decoding failure (a cut packet, an LZ4 or flatbuffer error, including the Rust panics
+  ``aedat`` raises as ``BaseException``) becomes the error; events must lie on the sensor the
+  file declares and be in time order.  Where the file has the closing packet table dv writes
+  (the sample has), ``aedat`` reads up to the position the header gives for it, so a cut
+  anywhere before it -- even between two packets -- is seen, and a cut inside the table leaves
+  every event intact; a file without that table cut between two packets reads as a shorter
+  recording.  The LZ4 frames dv writes carry no checksum, so a flip that decodes to other
+  plausible events cannot be seen.
+* DVS-Gesture ``.npy``: a file numpy cannot load becomes the error.
 """
 from __future__ import annotations
 
@@ -50,10 +74,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CorruptDataError
+
 __all__ = ["FrameSettings", "NMNIST", "DVSGesture", "EventDataset", "read_events", "read_nmnist_bin",
            "read_dvsgesture_npy", "read_aedat4", "write_nmnist_bin", "write_dvsgesture_npy",
            "write_synthetic_nmnist", "write_synthetic_dvsgesture", "frames_cache_dir", "DatasetNotFound",
-           "EVENT_DTYPE"]
+           "CorruptDataError", "EVENT_DTYPE"]
 
 #: Events as this module returns them (tonic's field names; t in microseconds).
 EVENT_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
@@ -73,15 +99,61 @@ def _tonic():
 
 
 # --------------------------------------------------------------------------- readers
+NMNIST_EVENT_BYTES = 5
+NMNIST_SIDE = 34
+AEDAT4_SIGNATURE = b"#!AER-DAT4.0\r\n"
+_RESTORE = "restore it from the dataset archive or a good copy"
+
+
 def read_nmnist_bin(path) -> np.ndarray:
-    """Events of one N-MNIST ``.bin`` file (through ``tonic.io.read_mnist_file``)."""
-    ev = _tonic().io.read_mnist_file(str(path), dtype=EVENT_DTYPE)
+    """Events of one N-MNIST ``.bin`` file, checked (see "Damaged files" in the module doc).
+
+    Raises :class:`CorruptDataError` naming the file when its size is not a whole number of
+    5-byte events, when it holds no event, when an event lies outside the 34 x 34 sensor
+    (this includes the ATIS overflow marker y = 240, which a recording shorter than 8.4 s
+    never holds) or when a timestamp goes back.
+    """
+    path = Path(path)
+    raw = np.fromfile(str(path), dtype=np.uint8)
+    n, extra = divmod(raw.size, NMNIST_EVENT_BYTES)
+    if extra:
+        raise CorruptDataError(
+            f"{path}: {raw.size} bytes is not a whole number of {NMNIST_EVENT_BYTES}-byte N-MNIST events "
+            f"({n} events and {extra} bytes over); the file is cut or damaged: {_RESTORE}")
+    if n == 0:
+        raise CorruptDataError(f"{path}: empty, no events (every N-MNIST recording has some); the file is "
+                               f"cut or damaged: {_RESTORE}")
+    r = raw.reshape(n, NMNIST_EVENT_BYTES).astype(np.int64)
+    x, y = r[:, 0], r[:, 1]
+    outside = np.flatnonzero((x >= NMNIST_SIDE) | (y >= NMNIST_SIDE))
+    if outside.size:
+        i = int(outside[0])
+        raise CorruptDataError(
+            f"{path}: event {i} at x={int(x[i])}, y={int(y[i])} lies outside the {NMNIST_SIDE}x{NMNIST_SIDE} "
+            f"N-MNIST sensor ({outside.size} such events); the file is damaged or is not an N-MNIST "
+            f"recording: {_RESTORE}")
+    t = ((r[:, 2] & 0x7F) << 16) | (r[:, 3] << 8) | r[:, 4]  # 23-bit microseconds
+    back = np.flatnonzero(np.diff(t) < 0)
+    if back.size:
+        i = int(back[0]) + 1
+        raise CorruptDataError(
+            f"{path}: the timestamp of event {i} goes back from {int(t[i - 1])} to {int(t[i])} us "
+            f"({back.size} such steps; N-MNIST timestamps never decrease and never wrap in a recording "
+            f"shorter than 8.4 s); the file is damaged: {_RESTORE}")
+    ev = np.empty(n, EVENT_DTYPE)
+    ev["x"], ev["y"], ev["t"], ev["p"] = x, y, t, r[:, 2] >> 7
     return ev
 
 
 def read_dvsgesture_npy(path) -> np.ndarray:
     """Events of one DVS-Gesture ``.npy`` file (columns x, y, p, t in ms; returned with t in us)."""
-    raw = np.load(path)
+    try:
+        raw = np.load(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a cut or damaged .npy fails in numpy's reader in several ways
+        raise CorruptDataError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc}); the file "
+                               f"is cut or damaged: {_RESTORE}") from exc
     if raw.ndim != 2 or raw.shape[1] != 4:
         raise ValueError(f"{path}: expected an (n, 4) array of x, y, p, t events, got shape {raw.shape}")
     ev = np.empty(len(raw), EVENT_DTYPE)
@@ -91,21 +163,54 @@ def read_dvsgesture_npy(path) -> np.ndarray:
 
 
 def read_aedat4(path) -> tuple[np.ndarray, tuple]:
-    """Events of an AEDAT4 file (``tonic.io.read_aedat4``, needs ``aedat``) and the sensor size (W, H, 2)."""
+    """Events of an AEDAT4 file (``tonic.io.read_aedat4``, needs ``aedat``) and the sensor size (W, H, 2).
+
+    Raises :class:`CorruptDataError` naming the file when the file does not start with the
+    AEDAT4 signature, when decoding fails anywhere (a cut packet, an LZ4 or flatbuffer error,
+    a table offset past the end, no event stream), when an event lies outside the sensor the
+    file declares or when a timestamp goes back.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:  # FileNotFoundError names the file
+        head = f.read(len(AEDAT4_SIGNATURE))
+    if head != AEDAT4_SIGNATURE:
+        raise CorruptDataError(f"{path}: does not start with the AEDAT4 signature {AEDAT4_SIGNATURE!r}; the "
+                               f"file is damaged or is not AEDAT4: {_RESTORE}")
     tonic = _tonic()
     import aedat
 
-    raw = tonic.io.read_aedat4(str(path))
+    try:
+        raw = tonic.io.read_aedat4(str(path))
+        streams = aedat.Decoder(str(path)).id_to_stream()
+    except BaseException as exc:  # aedat's decoding errors include Rust panics, which are BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)):
+            raise
+        raise CorruptDataError(f"{path}: cannot be decoded as AEDAT4 ({type(exc).__name__}: {exc}); the file is "
+                               f"cut or damaged: {_RESTORE}") from exc
     width = height = None
-    for stream in aedat.Decoder(str(path)).id_to_stream().values():
-        if stream.get("type") == "events":
-            width, height = stream.get("width"), stream.get("height")
-            break
+    event_ids = [i for i, st in streams.items() if st.get("type") == "events"]
+    if event_ids:  # tonic reads the events stream with the lowest id
+        stream = streams[min(event_ids)]
+        width, height = stream.get("width"), stream.get("height")
     ev = np.empty(len(raw), EVENT_DTYPE)
     ev["x"], ev["y"], ev["t"] = raw["x"], raw["y"], raw["t"]
     ev["p"] = raw["p"].astype(np.int64)
-    if width is None:
+    if len(ev) == 0:
+        raise CorruptDataError(f"{path}: its event stream holds no events; the file is cut or damaged: {_RESTORE}")
+    if width is None or height is None:
         width, height = int(ev["x"].max()) + 1, int(ev["y"].max()) + 1
+    outside = np.flatnonzero((ev["x"] >= width) | (ev["y"] >= height))
+    if outside.size:
+        i = int(outside[0])
+        raise CorruptDataError(
+            f"{path}: event {i} at x={int(ev['x'][i])}, y={int(ev['y'][i])} lies outside the {width}x{height} "
+            f"sensor the file declares ({outside.size} such events); the file is damaged: {_RESTORE}")
+    back = np.flatnonzero(np.diff(ev["t"]) < 0)
+    if back.size:
+        i = int(back[0]) + 1
+        raise CorruptDataError(
+            f"{path}: the timestamp of event {i} goes back from {int(ev['t'][i - 1])} to {int(ev['t'][i])} us "
+            f"({back.size} such steps; an AEDAT4 event stream is in time order); the file is damaged: {_RESTORE}")
     return ev, (int(width), int(height), 2)
 
 

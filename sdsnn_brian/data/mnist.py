@@ -14,6 +14,38 @@ many of how many were read.  Images and labels are then paired up to the
 smaller count.  A complete file is held to its header: a label file with
 fewer labels than the image file has images is an error, not a truncation.
 
+Damaged files
+-------------
+Reading a file ends in one of three ways:
+
+1. the data.  A gzip file is decoded to its end every time (``limit`` only
+   decides how much is kept), each gzip member's CRC-32 and length trailer
+   is checked, and the decompressed length must be exactly what the idx
+   header declares;
+2. a truncation: the file simply stops -- a gzip stream that ends inside its
+   deflate data or trailer with no decoding error before that point, or a
+   plain file shorter than its header declares.  Whole records are kept and
+   a :class:`TruncatedDataWarning` gives the count (also when every record
+   was decoded but the stream stops before its checksum; with ``limit``, only
+   when fewer than ``limit`` records are there);
+3. :class:`~sdsnn_brian.data.errors.CorruptDataError` (a ``ValueError``)
+   naming the file and the fault: invalid deflate data (zlib's "invalid block
+   type", "invalid distance too far back", ...), a CRC-32 or length (ISIZE)
+   mismatch, bytes after the gzip stream that do not form another gzip member
+   (concatenated members are read as one stream, as ``gunzip`` does), more data
+   than the header declares, a bad magic number, image dimensions other than
+   28x28, a header cut short, a label outside 0..9, or a label file that does
+   not fit its image file.
+
+What this cannot promise: the bytes of a *cut* gzip stream are covered by no
+checksum, since the CRC-32 sits in the trailer the cut removed.  zlib's own
+structural checks (block types, code lengths, distances, stored-block length
+pairs) still catch most damage there, but a flipped byte that keeps the
+deflate data valid -- for instance inside a stored block or a literal --
+changes records without any error; hence the warning says the records read
+are unverified.  Likewise a plain (uncompressed) idx file carries no checksum
+at all: only its header, its size and the label range are checked.
+
 Where the files are looked for (first that exists):
 
 1. the ``root`` argument;
@@ -36,10 +68,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CorruptDataError, TruncatedDataWarning
+
 __all__ = [
     "MNIST",
     "load_mnist",
     "TruncatedDataWarning",
+    "CorruptDataError",
     "default_mnist_root",
     "MNIST_URL_HINT",
 ]
@@ -59,10 +94,6 @@ MNIST_URL_HINT = (
 )
 
 _CHUNK = 1 << 18  # compressed bytes fed to the decompressor at a time
-
-
-class TruncatedDataWarning(UserWarning):
-    """A data file held fewer whole records than its header declares."""
 
 
 # --------------------------------------------------------------------------- paths
@@ -118,105 +149,145 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def _read_prefix(path: Path, need: int | None) -> tuple[bytes, bool, str | None]:
-    """Read (decompressing if gzip) up to ``need`` bytes (all if None).
+def _damaged(path: Path, what: str) -> CorruptDataError:
+    return CorruptDataError(
+        f"{path}: {what}; the file is damaged: download it again or restore it from a good copy "
+        "(the standard MNIST files' md5 sums are published with them)"
+    )
 
-    Returns ``(data, stream_complete, problem)``: ``stream_complete`` is False
-    when a gzip stream ends before its end marker (truncated) or is damaged,
-    ``problem`` describes that.  Reading stops early once ``need`` bytes are
-    available, in which case completeness is not known and True is returned.
+
+def _zlib_problem(message: str) -> str:
+    if "incorrect data check" in message:
+        return "the gzip stream fails its CRC-32 check (the decompressed bytes are not the ones compressed)"
+    if "incorrect length check" in message:
+        return "the gzip stream fails its length check (ISIZE trailer)"
+    return f"the gzip stream holds invalid deflate data (zlib: {message})"
+
+
+def _gunzip(path: Path, keep: int | None) -> tuple[bytes, int, bool]:
+    """Decode the whole gzip file ``path``.
+
+    Returns ``(data, total, complete)``: the first ``keep`` decompressed bytes (all
+    when None), the number of bytes the file decompresses to, and whether its last
+    gzip member reached its end (CRC-32 and ISIZE checked by zlib).  ``complete``
+    False means the file stops inside a member without any decoding error: a cut
+    stream.  Raises :class:`CorruptDataError` on every decoding error and on bytes
+    after a member that do not start another member.
     """
-    if not _is_gzip(path):
-        with open(path, "rb") as f:
-            data = f.read() if need is None else f.read(need)
-        return data, True, None
-
-    dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = bytearray()
-    problem = None
+    total = 0
+    dec = None  # decompressor of the current gzip member; None between members
+    member = 0  # number of the current member (1-based)
+    member_out = 0  # bytes the current member has decompressed to
+    pos = 0  # file offset of the start of ``data`` below
     with open(path, "rb") as f:
         while True:
-            if need is not None and len(out) >= need:
-                return bytes(out), True, None
             chunk = f.read(_CHUNK)
             if not chunk:
+                break
+            data = chunk
+            while data:
+                if dec is None:
+                    dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    member += 1
+                    member_out = 0
                 try:
-                    out += dec.flush()
-                except zlib.error as e:  # pragma: no cover - flush rarely raises
-                    problem = f"damaged gzip stream ({e})"
-                break
-            good = dec.copy()
-            try:
-                out += dec.decompress(chunk)
-            except zlib.error as e:
-                # zlib drops the output of a call that fails: replay the chunk in ever
-                # smaller pieces from the last good state to keep what precedes the damage
-                out += _salvage(good, chunk)
-                problem = f"damaged gzip stream ({e})"
-                break
-            if dec.eof:
-                break
-    if problem is None and not dec.eof:
-        problem = "gzip stream ends early (truncated file)"
-    return bytes(out), problem is None, problem
-
-
-def _salvage(dec, data: bytes, piece: int = 4096) -> bytes:
-    """Output of ``dec`` on ``data`` up to the point where decompression fails."""
-    out = bytearray()
-    pos = 0
-    while pos < len(data) and not dec.eof:
-        part = data[pos : pos + piece]
-        good = dec.copy()
+                    piece = dec.decompress(data)
+                except zlib.error as e:
+                    if member > 1 and member_out == 0:
+                        raise _damaged(
+                            path,
+                            f"the bytes after the end of the gzip stream (from offset {pos}) "
+                            f"are not another gzip member (zlib: {e})",
+                        ) from None
+                    where = ""  # a checksum fails at the end, wherever the damage is
+                    if "check" not in str(e):
+                        where = f", in the compressed bytes {pos}..{pos + len(data)}"
+                    raise _damaged(path, _zlib_problem(str(e)) + where) from None
+                total += len(piece)
+                member_out += len(piece)
+                if keep is None:
+                    out += piece
+                elif len(out) < keep:
+                    out += piece[: keep - len(out)]
+                if dec.eof:  # member verified; what follows must be another member
+                    rest = dec.unused_data
+                    pos += len(data) - len(rest)
+                    data = rest
+                    dec = None
+                else:
+                    pos += len(data)
+                    data = b""
+    complete = dec is None and member > 0
+    if dec is not None:
         try:
-            out += dec.decompress(part)
-        except zlib.error:
-            if piece == 1:
-                break
-            dec = good
-            out += _salvage(dec, part, max(1, piece // 64))
-            break
-        pos += piece
-    return bytes(out)
+            piece = dec.flush()
+        except zlib.error as e:  # pragma: no cover - flush of a cut stream does not raise
+            raise _damaged(path, _zlib_problem(str(e))) from None
+        total += len(piece)
+        if keep is None or len(out) < keep:
+            out += piece if keep is None else piece[: keep - len(out)]
+    return bytes(out), total, complete
 
 
 def _read_idx(path: Path, kind: str, limit: int | None):
     """Read an idx file of MNIST images (kind 'images') or labels ('labels').
 
-    Returns ``(array uint8 [n, ...], declared_count, truncated, problem)``.
+    Returns ``(array uint8 [n, ...], declared_count, truncated, problem)``:
+    ``truncated`` is True when fewer whole records than needed were read, and
+    ``problem`` is then what cut the file short; ``problem`` is also set (with
+    ``truncated`` False) when every record was read from a gzip stream that stops
+    before its checksum.  Raises :class:`CorruptDataError` for a damaged file.
     """
     magic_expected = IMAGE_MAGIC if kind == "images" else LABEL_MAGIC
     ndim = 3 if kind == "images" else 1
     header_len = 4 + 4 * ndim
-    head, _, _ = _read_prefix(path, header_len)
-    if len(head) < 4:
-        raise ValueError(f"{path}: too short to be an idx file ({len(head)} bytes)")
-    (magic,) = struct.unpack(">I", head[:4])
+    item = ROWS * COLS if kind == "images" else 1
+    gz = _is_gzip(path)
+    if gz:
+        data, total, complete = _gunzip(path, None if limit is None else header_len + limit * item)
+        what = "decompresses to"
+    else:
+        total, complete = path.stat().st_size, True
+        with open(path, "rb") as f:
+            data = f.read() if limit is None else f.read(header_len + limit * item)
+        what = "has"
+    if total < 4:
+        raise CorruptDataError(f"{path}: too short to be an idx file ({total} bytes)")
+    (magic,) = struct.unpack(">I", data[:4])
     if magic != magic_expected:
-        raise ValueError(
+        raise CorruptDataError(
             f"{path}: bad magic number 0x{magic:08x}, expected 0x{magic_expected:08x} "
-            f"(idx {'images' if kind == 'images' else 'labels'}, unsigned byte, {ndim} dims)"
+            f"(idx {'images' if kind == 'images' else 'labels'}, unsigned byte, {ndim} dims); "
+            "the file is damaged or is not an MNIST idx file"
         )
-    if len(head) < header_len:
-        raise ValueError(f"{path}: header cut short ({len(head)} of {header_len} bytes)")
-    dims = struct.unpack(f">{ndim}I", head[4:header_len])
+    if total < header_len:
+        raise CorruptDataError(f"{path}: header cut short ({total} of {header_len} bytes)")
+    dims = struct.unpack(f">{ndim}I", data[4:header_len])
     count = dims[0]
     if kind == "images" and tuple(dims[1:]) != (ROWS, COLS):
-        raise ValueError(f"{path}: images are {dims[1]}x{dims[2]}, expected {ROWS}x{COLS}")
-    item = ROWS * COLS if kind == "images" else 1
+        raise CorruptDataError(
+            f"{path}: images are {dims[1]}x{dims[2]}, expected {ROWS}x{COLS}; "
+            "the header is damaged or this is not MNIST"
+        )
+    expected = header_len + count * item
+    if total > expected:
+        raise CorruptDataError(
+            f"{path}: {what} {total} bytes, more than the {expected} its header declares "
+            f"({count} {kind} of {item} bytes after a {header_len}-byte header); the header or "
+            "the file is damaged"
+        )
     want = count if limit is None else min(count, limit)
-    data, complete, problem = _read_prefix(path, header_len + want * item)
-    body = memoryview(data)[header_len:]
-    n_whole = min(len(body) // item, want)
+    n_whole = min((total - header_len) // item, want)
     truncated = n_whole < want
-    if truncated and problem is None:
-        problem = f"file ends early ({len(body)} of {want * item} data bytes)"
-    if not truncated and problem is not None and problem.startswith("damaged"):
-        # every record is there but the stream fails (e.g. its CRC): the bytes are suspect
-        raise ValueError(f"{path}: {problem}; the file is damaged, download it again")
-    if not truncated:
-        problem = None
-    arr = np.frombuffer(body[: n_whole * item], dtype=np.uint8).copy()
+    problem = None
+    if gz and not complete:
+        problem = "the gzip stream stops early (a cut file; no checksum covers what was read)"
+        if not truncated and want < count:
+            problem = None  # the first ``limit`` records, all there, are what was asked for
+    elif truncated:
+        problem = f"file ends early ({total - header_len} of {count * item} data bytes)"
+    arr = np.frombuffer(data, dtype=np.uint8, count=n_whole * item, offset=header_len).copy()
     if kind == "images":
         arr = arr.reshape(n_whole, ROWS * COLS)
     return arr, count, truncated, problem
@@ -235,8 +306,9 @@ class MNIST:
     train:
         True for the ``train-*`` files, False for the ``t10k-*`` test files.
     limit:
-        Read at most this many examples (the first ones).  Decompression stops
-        as soon as they are available.
+        Read at most this many examples (the first ones).  A gzip file is still
+        decoded to its end, so that its checksum is verified; only the first
+        ``limit`` records are kept.
 
     Attributes
     ----------
@@ -268,37 +340,38 @@ class MNIST:
 
         if not lab_trunc and not img_trunc and n_lab_decl != n_img_decl:
             if n_lab_decl < n_img_decl:
-                raise ValueError(
+                raise CorruptDataError(
                     f"{lab_path}: holds {n_lab_decl} labels but {img_path} holds "
                     f"{n_img_decl} images; the label file must label every image"
                 )
-            raise ValueError(
+            raise CorruptDataError(
                 f"{lab_path}: declares {n_lab_decl} labels but {img_path} declares "
                 f"{n_img_decl} images; the files do not belong together"
             )
         if not lab_trunc and len(labels) < len(raw):
             # complete label file that cannot cover the images that exist
-            raise ValueError(
+            raise CorruptDataError(
                 f"{lab_path}: holds {len(labels)} labels, fewer than the {len(raw)} images "
                 f"read from {img_path}"
             )
         bad = np.flatnonzero(labels >= N_CLASSES)
         if bad.size:
-            raise ValueError(
+            raise CorruptDataError(
                 f"{lab_path}: label {int(labels[bad[0]])} at index {int(bad[0])} is out of "
-                f"range 0..{N_CLASSES - 1} ({bad.size} bad labels)"
+                f"range 0..{N_CLASSES - 1} ({bad.size} bad labels); the file is damaged or is "
+                "not an MNIST label file"
             )
 
         want_img = n_img_decl if limit is None else min(n_img_decl, limit)
         want_lab = n_lab_decl if limit is None else min(n_lab_decl, limit)
-        if img_trunc:
+        if img_problem is not None:
             warnings.warn(
                 f"{img_path.name}: {img_problem}; read {len(raw)} of {want_img} images "
                 f"(header declares {n_img_decl}; whole images only)",
                 TruncatedDataWarning,
                 stacklevel=2,
             )
-        if lab_trunc:
+        if lab_problem is not None:
             warnings.warn(
                 f"{lab_path.name}: {lab_problem}; read {len(labels)} of {want_lab} labels "
                 f"(header declares {n_lab_decl})",
