@@ -329,3 +329,31 @@ def test_lifetimes_figure_without_events_and_report_without_a_simulator(run, run
         rep = rr.write_report(run_dir, tmp_path / "rep")
     assert "no compiler here" in rep.skipped["sdsnn-reference/raster"]
     assert any(p.endswith("energy.png") for p in rep.figures)
+
+
+# ------------------------------------------------------------------------------------ issue 17 (no build)
+def test_most_active_neurons_counts_uint8_spikes_without_wrapping():
+    s = np.zeros((6, 2, 5), np.uint8)
+    s[:, :, 3] = 1  # neuron 3 fires every step of every sample, the others never
+    assert pl.most_active_neurons(s, 2)[0] == 3
+    assert pl.most_active_neurons(s[:, 0], 1) == [3]
+    s[:2, 0, 1] = 1  # ranked by count, then index; ties on count go to the higher peak membrane
+    assert pl.most_active_neurons(s, 3) == [3, 1, 0]
+    u = np.zeros((6, 2, 5))
+    u[2, 1, 4] = 0.4
+    assert pl.most_active_neurons(s, 3, u) == [3, 1, 4]
+
+
+def test_membrane_traces_show_the_firing_neuron():
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    T, B = 8, 1
+    s_h = np.zeros((T, B, 6), np.uint8)
+    s_h[:, :, 3] = 1
+    u_h = np.where(s_h, 1.0, 0.1)
+    rec = SimpleNamespace(u=[u_h, np.zeros((T, B, 2))], s=[s_h, np.zeros((T, B, 2), np.uint8)])
+    axes = pl.plot_membrane_traces(rec, ax=Figure().subplots(2, 1), n_hidden=1, theta=0.5)
+    assert [ln.get_label() for ln in axes[0].lines if ln.get_label().startswith("neuron")] == ["neuron 3"]
+
