@@ -69,7 +69,8 @@ def _read_json(path):
         with open(path) as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise RunDirectoryError(f"incomplete run directory: {path} is not valid JSON ({exc.msg})") from None
+        raise RunDirectoryError(f"damaged file {path}: not valid JSON ({exc.msg}, line {exc.lineno} column "
+                                f"{exc.colno}); was it cut short or edited by hand?") from None
 
 
 @dataclass

@@ -357,3 +357,43 @@ def test_membrane_traces_show_the_firing_neuron():
     axes = pl.plot_membrane_traces(rec, ax=Figure().subplots(2, 1), n_hidden=1, theta=0.5)
     assert [ln.get_label() for ln in axes[0].lines if ln.get_label().startswith("neuron")] == ["neuron 3"]
 
+
+def _synthetic_run(path, done, epochs, batch=0, summary=False):
+    """A run directory as RunDirectory writes it, without training: ``done`` epochs of metrics and a
+    checkpoint after ``done`` epochs and ``batch`` further batches."""
+    from sdsnn_brian import Dense, Input, Network
+    from sdsnn_brian.callbacks import write_json_atomic
+    from sdsnn_brian.checkpoint import save_checkpoint
+
+    net = Network(Input(4), Dense(3), steps=2)
+    os.makedirs(path)
+    write_json_atomic(os.path.join(path, "config.json"),
+                      {"network": net.describe(), "epochs": epochs, "batch_size": 2, "n_train": 8,
+                       "structure": None, "loss": "rate_mse", "seed": 0, "protocol": "synthetic"})
+    write_json_atomic(os.path.join(path, "metrics.jsonl"),
+                      [{"epoch": e + 1, "train_loss": 1.0 / (e + 1), "train_accuracy": 0.5, "lr": 1e-3,
+                        "train_samples_per_s": 100.0, "compression": 0.0} for e in range(done)], lines=True)
+    w = np.random.default_rng(0).normal(size=(3, 4))
+    save_checkpoint(os.path.join(path, f"ckpt-{done:04d}-{batch:05d}.npz"),
+                    {"weight_0": w, "mask_0": np.ones_like(w)}, {"epoch": done, "batch": batch})
+    if summary:
+        write_json_atomic(os.path.join(path, "summary.json"), {"epochs": done})
+    return str(path)
+
+
+def test_damaged_config_json_is_named(tmp_path, capsys):
+    from sdsnn_brian.export import load_trained_run
+
+    run = _synthetic_run(tmp_path / "run", done=1, epochs=1, summary=True)
+    cfg = os.path.join(run, "config.json")
+    with open(cfg, "w") as fh:
+        fh.write('{"network": {"input": ')  # cut short
+    for call in (lambda: rr.load_run(run), lambda: rr.write_report(run, simulate=False),
+                 lambda: load_trained_run(run)):
+        with pytest.raises((ValueError, OSError)) as info:
+            call()
+        msg = str(info.value)
+        assert cfg in msg and "damaged" in msg.replace(cfg, "")  # the test's own path holds "damaged"
+    assert cli_main(["report", run, "--no-simulate"]) == 2
+    err = capsys.readouterr().err
+    assert cfg in err and "damaged" in err.replace(cfg, "")
