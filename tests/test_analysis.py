@@ -381,6 +381,30 @@ def _synthetic_run(path, done, epochs, batch=0, summary=False):
     return str(path)
 
 
+def test_report_of_a_run_in_progress_says_so(tmp_path):
+    live = _synthetic_run(tmp_path / "live", done=1, epochs=3, batch=2)
+    rep = rr.write_report(live, tmp_path / "rep-live", simulate=False)
+    md = open(rep.markdown).read()
+    head = md.split("## Summary")[0]
+    assert "run in progress (or interrupted): 1 of 3 epochs done; the figures show the newest checkpoint " \
+           "(epoch 1, batch 2" in head.lower()
+    assert "in progress" in open(rep.html).read()
+    # summary.json written, every epoch in the metrics: a finished run has no such line
+    done = _synthetic_run(tmp_path / "done", done=3, epochs=3, summary=True)
+    md = open(rr.write_report(done, tmp_path / "rep-done", simulate=False).markdown).read()
+    assert "in progress" not in md
+    # a resumed run asked for more epochs: summary.json of the earlier fit, fewer epochs than configured
+    more = _synthetic_run(tmp_path / "more", done=2, epochs=5, summary=True)
+    md = open(rr.write_report(more, tmp_path / "rep-more", simulate=False).markdown).read()
+    assert "run in progress (or interrupted): 2 of 5 epochs done" in md.split("## Summary")[0].lower()
+    # a comparison directory names its unfinished sub-runs at the top
+    _synthetic_run(tmp_path / "cmp" / "dense", done=2, epochs=2, summary=True)
+    _synthetic_run(tmp_path / "cmp" / "sparse", done=1, epochs=2)
+    md = open(rr.write_report(tmp_path / "cmp", simulate=False).markdown).read()
+    assert "sparse: Run in progress (or interrupted): 1 of 2 epochs done" in md.split("### Runs compared")[0]
+    assert "dense: Run in progress" not in md
+
+
 def test_damaged_config_json_is_named(tmp_path, capsys):
     from sdsnn_brian.export import load_trained_run
 
