@@ -121,7 +121,7 @@ def load_trained_run(run_dir, net=None) -> TrainedRun:
         with open(cfg_path) as fh:
             cfg = json.load(fh)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_path} is not valid JSON ({exc})") from None
+        raise ValueError(f"damaged file {cfg_path}: not valid JSON ({exc})") from None
     if not isinstance(cfg, dict) or "network" not in cfg:
         raise ValueError(f"{cfg_path} has no 'network' entry: not a run directory's configuration")
     ckpt = latest_checkpoint(run_dir)

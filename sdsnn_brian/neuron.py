@@ -26,7 +26,8 @@ of step ``t``)::
 
 Anything else (several coupled variables, a non-linear membrane, refractoriness,
 a threshold on another variable, a reset touching other variables) is rejected
-with :class:`UnsupportedModelError` naming what does not fit.
+with :class:`UnsupportedModelError` naming what does not fit; a string that does not parse with
+:class:`ModelSyntaxError` (a subclass) naming the field and its text.
 """
 from __future__ import annotations
 
@@ -35,11 +36,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-__all__ = ["NeuronModel", "Dynamics", "UnsupportedModelError"]
+__all__ = ["NeuronModel", "Dynamics", "UnsupportedModelError", "ModelSyntaxError"]
 
 
 class UnsupportedModelError(ValueError):
     """The declared model is outside the class the gradient supports."""
+
+
+class ModelSyntaxError(UnsupportedModelError):
+    """A string of the declaration (equations, threshold, reset, init) does not parse."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,16 @@ class NeuronModel:
     method: str = "exact"
 
     # -- evaluation helpers -------------------------------------------------
-    def _eval(self, expr: str):
+    def _syntax_error(self, what: str, text: str, exc, part=None) -> ModelSyntaxError:
+        """The error for field ``what`` (``'threshold'``...) whose ``text`` failed to parse with ``exc``;
+        ``part``: the piece of ``text`` that was being parsed."""
+        kind = {"equations": "valid Brian2 equation text", "reset": "a valid statement"}.get(what, "a valid expression")
+        detail = getattr(exc, "msg", None) or str(exc).strip()
+        if part is not None and part.strip() != text.strip():
+            detail = f"{detail} in {part!r}"
+        return ModelSyntaxError(f"NeuronModel {self.name!r}: {what} {text!r} is not {kind}: {detail}")
+
+    def _eval(self, expr: str, what: str | None = None, text: str | None = None):
         from brian2.core.namespace import DEFAULT_CONSTANTS, DEFAULT_FUNCTIONS, DEFAULT_UNITS
 
         scope = {k: v for k, v in DEFAULT_UNITS.items()}
@@ -122,6 +136,10 @@ class NeuronModel:
         scope.update(dict(self.namespace))
         try:
             return eval(expr, {"__builtins__": {}}, scope)  # constants only
+        except SyntaxError as exc:
+            if what is None:
+                raise
+            raise self._syntax_error(what, expr if text is None else text, exc, expr) from None
         except NameError as exc:
             raise UnsupportedModelError(
                 f"model {self.name!r}: {expr!r} uses a name that is not in the model's namespace ({exc})"
@@ -148,9 +166,13 @@ class NeuronModel:
         """
         import sympy
         from brian2 import Equations, Quantity
+        from brian2.equations.equations import EquationError
         from brian2.parsing.sympytools import str_to_sympy
 
-        eqs = Equations(self.equations)
+        try:
+            eqs = Equations(self.equations)
+        except (EquationError, SyntaxError) as exc:
+            raise self._syntax_error("equations", self.equations, exc) from None
         diff = list(eqs.diff_eq_names)
         if diff != [self.membrane]:
             raise UnsupportedModelError(
@@ -161,7 +183,10 @@ class NeuronModel:
             raise UnsupportedModelError(
                 f"model {self.name!r}: integration method {self.method!r}; use 'exact' or 'euler'"
             )
-        rhs = str_to_sympy(eqs[self.membrane].expr.code)
+        try:
+            rhs = str_to_sympy(eqs[self.membrane].expr.code)
+        except SyntaxError as exc:
+            raise self._syntax_error("equations", self.equations, exc, eqs[self.membrane].expr.code) from None
         v = sympy.Symbol(self.membrane, real=True)
         subs = {}
         for sym in rhs.free_symbols:
@@ -199,11 +224,11 @@ class NeuronModel:
                 f"model {self.name!r}: threshold {self.threshold!r} must read "
                 f"'{self.membrane} > X' or '{self.membrane} >= X' with X a constant"
             )
-        theta = self._in_unit(self._eval(m.group(3)), "the threshold")
+        theta = self._in_unit(self._eval(m.group(3), "threshold", self.threshold), "the threshold")
         inclusive = m.group(2) == ">="
 
         reset_kind, v_reset, amount = self._parse_reset()
-        u_init = self._in_unit(self._eval(self.init), "the initial value")
+        u_init = self._in_unit(self._eval(self.init, "init"), "the initial value")
         return Dynamics(a=a, c=c, theta=theta, reset=reset_kind, v_reset=v_reset,
                         reset_amount=amount, u_init=u_init, inclusive=inclusive)
 
@@ -216,18 +241,19 @@ class NeuronModel:
         stmt = stmts[0]
         m = _RESET_SUB.match(stmt)
         if m and m.group(1) == self.membrane:
-            return "subtract", 0.0, self._in_unit(self._eval(m.group(2)), "the reset amount")
+            return "subtract", 0.0, self._in_unit(self._eval(m.group(2), "reset", self.reset), "the reset amount")
         m = _RESET_HARD.match(stmt)
         if m and m.group(1) == self.membrane:
             rhs = m.group(2)
             sub = re.match(rf"^{re.escape(self.membrane)}\s*-\s*(.+)$", rhs)
             if sub:
-                return "subtract", 0.0, self._in_unit(self._eval(sub.group(1)), "the reset amount")
+                return "subtract", 0.0, self._in_unit(self._eval(sub.group(1), "reset", self.reset),
+                                                      "the reset amount")
             if re.search(rf"\b{re.escape(self.membrane)}\b", rhs):
                 raise UnsupportedModelError(
                     f"model {self.name!r}: reset {self.reset!r} is neither a hard reset nor a subtraction"
                 )
-            return "hard", self._in_unit(self._eval(rhs), "the reset value"), 0.0
+            return "hard", self._in_unit(self._eval(rhs, "reset", self.reset), "the reset value"), 0.0
         raise UnsupportedModelError(
             f"model {self.name!r}: reset {self.reset!r} must read '{self.membrane} = X' (hard) or "
             f"'{self.membrane} -= X' (subtraction)"

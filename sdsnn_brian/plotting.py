@@ -24,7 +24,7 @@ import numpy as np
 
 from .energy import E_AC_PJ, E_MAC_PJ
 
-__all__ = ["to_ms", "spike_trains", "plot_raster", "plot_layer_rasters", "plot_membrane",
+__all__ = ["to_ms", "spike_trains", "plot_raster", "plot_layer_rasters", "plot_membrane", "most_active_neurons",
            "plot_membrane_traces", "stat_series", "plot_spine_ranges", "plot_weights_vs_ranges",
            "plot_accuracy", "plot_loss", "plot_structure_over_time", "plot_mask", "plot_filters",
            "plot_degree_distribution",
@@ -217,6 +217,23 @@ def plot_membrane(u, dt=None, ax=None, neurons=None, theta=None, title=None, lab
     return ax
 
 
+def most_active_neurons(spikes, n, u=None):
+    """The ``n`` neurons with the most spikes, most active first (a list of indices).
+
+    ``spikes``: 0/1 ``[T, N]`` or ``[T, B, N]`` (any dtype, uint8 included); counts are summed over
+    every axis but the last.  Ties go to the higher peak membrane ``u`` (same shape), then to the
+    lower index.
+    """
+    s = np.asarray(spikes)
+    # counted in float64: negating an unsigned (uint8 -> uint64) sum would wrap around and rank the
+    # silent neurons first
+    count = s.reshape(-1, s.shape[-1]).sum(axis=0, dtype=np.float64)
+    peak = np.zeros_like(count)
+    if u is not None:
+        peak = np.asarray(u, dtype=np.float64).reshape(-1, s.shape[-1]).max(axis=0)
+    return np.lexsort((np.arange(count.size), -peak, -count))[:int(n)].tolist()
+
+
 def plot_membrane_traces(rec, sample=0, dt=None, theta=None, ax=None, n_hidden=4, layer_names=None):
     """Membrane traces of one sample: the most active neurons of each hidden layer, every output neuron.
 
@@ -230,8 +247,7 @@ def plot_membrane_traces(rec, sample=0, dt=None, theta=None, ax=None, n_hidden=4
         u = np.asarray(rec.u[k])[:, sample]
         s = np.asarray(rec.s[k])[:, sample]
         if k < L - 1:
-            order = np.argsort(-s.sum(axis=0) - 1e-6 * u.max(axis=0), kind="stable")[:n_hidden]
-            neurons = sorted(order.tolist())
+            neurons = sorted(most_active_neurons(s, n_hidden, u))
             what = f"{names[k]}: {len(neurons)} most active neurons"
         else:
             neurons = None

@@ -17,7 +17,9 @@ Figures (:data:`FIGURES`; ``sdsnn plot RUN_DIR --figure NAME``): ``training``, `
 the dense fan-out reference of ``energy``) rebuild the network from ``config.json``, load the
 newest checkpoint and simulate the first test images with the evaluation encoding (one
 ``device.run`` through the C++ standalone project, compiled once per network and batch size in
-the cache directory).  Structural figures need a run with a structural schedule.
+the cache directory).  Structural figures need a run with a structural schedule.  A report of a
+run that has not finished (no ``summary.json``, or fewer epochs than ``config.json`` asks for)
+starts with a line saying so and which checkpoint the figures show (:func:`progress_note`).
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ from . import lifetimes as _lt
 from . import plotting as _pl
 
 __all__ = ["RunDirectoryError", "Run", "Simulation", "FigureSpec", "FIGURES", "load_run", "is_comparison_dir",
-           "comparison_runs", "applicable", "make_figure", "render_figure", "write_report", "Report", "DPI"]
+           "comparison_runs", "applicable", "make_figure", "render_figure", "write_report", "Report", "DPI",
+           "progress_note"]
 
 DPI = 100
 #: rasters of larger populations (conv maps) show one neuron in ``ceil(N / RASTER_MAX_NEURONS)``
@@ -69,7 +72,8 @@ def _read_json(path):
         with open(path) as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise RunDirectoryError(f"incomplete run directory: {path} is not valid JSON ({exc.msg})") from None
+        raise RunDirectoryError(f"damaged file {path}: not valid JSON ({exc.msg}, line {exc.lineno} column "
+                                f"{exc.colno}); was it cut short or edited by hand?") from None
 
 
 @dataclass
@@ -91,6 +95,7 @@ class Run:
     Attributes: ``path``, ``name``, ``config``, ``metrics`` (per-epoch records), ``summary`` (or
     None), ``stats`` (per-step structure records or None), ``log`` (StructureLog or None),
     ``n_steps`` (structural steps run), ``checkpoint`` (path of the newest valid checkpoint).
+    A run still training (or interrupted) loads too: :attr:`in_progress`, :func:`progress_note`.
     """
 
     def __init__(self, path):
@@ -137,6 +142,35 @@ class Run:
         self._meta = None
         self._sim = {}
         self._net = None
+
+    # -- progress ------------------------------------------------------------------
+    @property
+    def epochs_done(self) -> int:
+        """Epochs finished: the last record of ``metrics.jsonl``."""
+        return int(self.metrics[-1].get("epoch", len(self.metrics)))
+
+    @property
+    def epochs_planned(self):
+        """Epochs the (latest) ``fit`` was asked for (``config.json``), or None if not recorded."""
+        e = self.config.get("epochs")
+        return int(e) if isinstance(e, (int, float)) and not isinstance(e, bool) else None
+
+    @property
+    def in_progress(self) -> bool:
+        """The run has not finished: no ``summary.json`` (written when ``fit`` ends), or fewer epochs in
+        the metrics than configured (a resumed run asked for more)."""
+        planned = self.epochs_planned
+        return self.summary is None or (planned is not None and self.epochs_done < planned)
+
+    def checkpoint_position(self):
+        """``(epoch, batch)`` of the newest checkpoint: epochs finished and batches of the next one
+        (its metadata, else its name ``ckpt-EEEE-BBBBB.npz``; ``(None, None)`` if neither tells)."""
+        self.arrays()
+        meta = self._meta or {}
+        if "epoch" in meta and "batch" in meta:
+            return int(meta["epoch"]), int(meta["batch"])
+        m = re.fullmatch(r"ckpt-(\d+)-(\d+)\.npz", os.path.basename(self.checkpoint))
+        return (int(m[1]), int(m[2])) if m else (None, None)
 
     # -- configuration -------------------------------------------------------------
     @property
@@ -698,7 +732,8 @@ def _summary_table(run, sim_est):
     last = run.metrics[-1]
     val = [r for r in run.metrics if r.get("val_accuracy") is not None]
     best = max(val, key=lambda r: r["val_accuracy"]) if val else None
-    rows = [["epochs trained", str(last.get("epoch"))],
+    rows = [["epochs trained", str(last.get("epoch")) + (f" of {run.epochs_planned} (in progress or interrupted)"
+                                                          if run.in_progress and run.epochs_planned else "")],
             ["final train accuracy", _fmt(last.get("train_accuracy"), True)],
             ["final test accuracy", _fmt(val[-1]["val_accuracy"], True) if val else "-"],
             ["best test accuracy", f"{_fmt(best['val_accuracy'], True)} (epoch {best['epoch']})" if best else "-"],
@@ -725,9 +760,30 @@ def _summary_table(run, sim_est):
     return ["quantity", "value"], rows
 
 
+def progress_note(run):
+    """The line a report of an unfinished run starts with, or None for a finished run."""
+    if not run.in_progress:
+        return None
+    planned = run.epochs_planned
+    done = f"{run.epochs_done} of {planned}" if planned is not None else f"{run.epochs_done} (of an unknown number of)"
+    e, b = run.checkpoint_position()
+    if e is None:
+        at = ""
+    elif b == 0:
+        at = f"epoch {e}, batch {b}: the end of epoch {e}; "
+    else:
+        at = (f"epoch {e}, batch {b}: {e} epoch{'' if e == 1 else 's'} finished and {b} "
+              f"batch{'' if b == 1 else 'es'} of the next; ")
+    return (f"Run in progress (or interrupted): {done} epochs done; the figures show the newest checkpoint "
+            f"({at}`{os.path.basename(run.checkpoint)}`), the metrics the finished epochs.")
+
+
 def _run_blocks(run, out_dir, rel_prefix, ctx, report, level=2):
     """Blocks of one run's section; figures written to out_dir."""
     blocks = []
+    note = progress_note(run)
+    if note:
+        blocks.append(("p", f"**{note}**"))
     sim_est = None
     if ctx.get("simulate", True):
         try:
@@ -879,6 +935,7 @@ def write_report(run_dir, out=None, *, simulate=True, cache_dir=None, n_samples=
         title = f"Comparison report: {os.path.basename(os.path.abspath(run_dir))}"
         blocks = [("h", 1, title), ("p", f"Directory `{os.path.abspath(run_dir)}`, {len(runs)} runs "
                                          f"({', '.join(runs)}); report written {now}.")]
+        blocks += [("p", f"**{n}: {note}**") for n, note in ((n, progress_note(r)) for n, r in runs.items()) if note]
         cmp_md = os.path.join(run_dir, "comparison.md")
         if os.path.isfile(cmp_md):
             with open(cmp_md) as fh:

@@ -329,3 +329,95 @@ def test_lifetimes_figure_without_events_and_report_without_a_simulator(run, run
         rep = rr.write_report(run_dir, tmp_path / "rep")
     assert "no compiler here" in rep.skipped["sdsnn-reference/raster"]
     assert any(p.endswith("energy.png") for p in rep.figures)
+
+
+# ------------------------------------------------------------------------------------ issue 17 (no build)
+def test_most_active_neurons_counts_uint8_spikes_without_wrapping():
+    s = np.zeros((6, 2, 5), np.uint8)
+    s[:, :, 3] = 1  # neuron 3 fires every step of every sample, the others never
+    assert pl.most_active_neurons(s, 2)[0] == 3
+    assert pl.most_active_neurons(s[:, 0], 1) == [3]
+    s[:2, 0, 1] = 1  # ranked by count, then index; ties on count go to the higher peak membrane
+    assert pl.most_active_neurons(s, 3) == [3, 1, 0]
+    u = np.zeros((6, 2, 5))
+    u[2, 1, 4] = 0.4
+    assert pl.most_active_neurons(s, 3, u) == [3, 1, 4]
+
+
+def test_membrane_traces_show_the_firing_neuron():
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    T, B = 8, 1
+    s_h = np.zeros((T, B, 6), np.uint8)
+    s_h[:, :, 3] = 1
+    u_h = np.where(s_h, 1.0, 0.1)
+    rec = SimpleNamespace(u=[u_h, np.zeros((T, B, 2))], s=[s_h, np.zeros((T, B, 2), np.uint8)])
+    axes = pl.plot_membrane_traces(rec, ax=Figure().subplots(2, 1), n_hidden=1, theta=0.5)
+    assert [ln.get_label() for ln in axes[0].lines if ln.get_label().startswith("neuron")] == ["neuron 3"]
+
+
+def _synthetic_run(path, done, epochs, batch=0, summary=False):
+    """A run directory as RunDirectory writes it, without training: ``done`` epochs of metrics and a
+    checkpoint after ``done`` epochs and ``batch`` further batches."""
+    from sdsnn_brian import Dense, Input, Network
+    from sdsnn_brian.callbacks import write_json_atomic
+    from sdsnn_brian.checkpoint import save_checkpoint
+
+    net = Network(Input(4), Dense(3), steps=2)
+    os.makedirs(path)
+    write_json_atomic(os.path.join(path, "config.json"),
+                      {"network": net.describe(), "epochs": epochs, "batch_size": 2, "n_train": 8,
+                       "structure": None, "loss": "rate_mse", "seed": 0, "protocol": "synthetic"})
+    write_json_atomic(os.path.join(path, "metrics.jsonl"),
+                      [{"epoch": e + 1, "train_loss": 1.0 / (e + 1), "train_accuracy": 0.5, "lr": 1e-3,
+                        "train_samples_per_s": 100.0, "compression": 0.0} for e in range(done)], lines=True)
+    w = np.random.default_rng(0).normal(size=(3, 4))
+    save_checkpoint(os.path.join(path, f"ckpt-{done:04d}-{batch:05d}.npz"),
+                    {"weight_0": w, "mask_0": np.ones_like(w)}, {"epoch": done, "batch": batch})
+    if summary:
+        write_json_atomic(os.path.join(path, "summary.json"), {"epochs": done})
+    return str(path)
+
+
+def test_report_of_a_run_in_progress_says_so(tmp_path):
+    live = _synthetic_run(tmp_path / "live", done=1, epochs=3, batch=2)
+    rep = rr.write_report(live, tmp_path / "rep-live", simulate=False)
+    md = open(rep.markdown).read()
+    head = md.split("## Summary")[0]
+    assert "run in progress (or interrupted): 1 of 3 epochs done; the figures show the newest checkpoint " \
+           "(epoch 1, batch 2" in head.lower()
+    assert "in progress" in open(rep.html).read()
+    # summary.json written, every epoch in the metrics: a finished run has no such line
+    done = _synthetic_run(tmp_path / "done", done=3, epochs=3, summary=True)
+    md = open(rr.write_report(done, tmp_path / "rep-done", simulate=False).markdown).read()
+    assert "in progress" not in md
+    # a resumed run asked for more epochs: summary.json of the earlier fit, fewer epochs than configured
+    more = _synthetic_run(tmp_path / "more", done=2, epochs=5, summary=True)
+    md = open(rr.write_report(more, tmp_path / "rep-more", simulate=False).markdown).read()
+    assert "run in progress (or interrupted): 2 of 5 epochs done" in md.split("## Summary")[0].lower()
+    # a comparison directory names its unfinished sub-runs at the top
+    _synthetic_run(tmp_path / "cmp" / "dense", done=2, epochs=2, summary=True)
+    _synthetic_run(tmp_path / "cmp" / "sparse", done=1, epochs=2)
+    md = open(rr.write_report(tmp_path / "cmp", simulate=False).markdown).read()
+    assert "sparse: Run in progress (or interrupted): 1 of 2 epochs done" in md.split("### Runs compared")[0]
+    assert "dense: Run in progress" not in md
+
+
+def test_damaged_config_json_is_named(tmp_path, capsys):
+    from sdsnn_brian.export import load_trained_run
+
+    run = _synthetic_run(tmp_path / "run", done=1, epochs=1, summary=True)
+    cfg = os.path.join(run, "config.json")
+    with open(cfg, "w") as fh:
+        fh.write('{"network": {"input": ')  # cut short
+    for call in (lambda: rr.load_run(run), lambda: rr.write_report(run, simulate=False),
+                 lambda: load_trained_run(run)):
+        with pytest.raises((ValueError, OSError)) as info:
+            call()
+        msg = str(info.value)
+        assert cfg in msg and "damaged" in msg.replace(cfg, "")  # the test's own path holds "damaged"
+    assert cli_main(["report", run, "--no-simulate"]) == 2
+    err = capsys.readouterr().err
+    assert cfg in err and "damaged" in err.replace(cfg, "")

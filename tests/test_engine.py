@@ -1,5 +1,6 @@
 """The Brian2 forward pass against an independent numpy re-simulation, and the engine's errors."""
 import os
+import re
 import sys
 
 import numpy as np
@@ -116,6 +117,28 @@ def test_unsupported_models_rejected(kwargs, match):
     base.update(kwargs)
     with pytest.raises(UnsupportedModelError, match=match):
         NeuronModel(**base).dynamics(1 * ms)
+
+
+@pytest.mark.parametrize("field,text", [
+    ("equations", "dv/dt = -v / (tau : 1"),           # Python syntax of the right-hand side
+    ("equations", "dv/dt -v/tau : 1"),                # Brian2 equation syntax
+    ("threshold", "v >> 1"),
+    ("threshold", "v > (1"),
+    ("reset", "v = = 0"),
+    ("reset", "v -= 0.5)"),
+    ("init", "0 +"),
+])
+def test_syntax_errors_name_the_field(field, text):
+    from brian2 import ms
+
+    base = dict(name="mymodel", equations="dv/dt = -v/tau : 1", membrane="v", threshold="v > 1", reset="v = 0",
+                namespace={"tau": 10 * ms})
+    base[field] = text
+    with pytest.raises(ValueError) as info:  # what the CLI reports as "sdsnn: error: ..."
+        NeuronModel(**base).dynamics(1 * ms)
+    msg = str(info.value)
+    assert re.search(rf"NeuronModel 'mymodel': {field} {re.escape(repr(text))} is not (a )?valid", msg), msg
+    assert isinstance(info.value, UnsupportedModelError)
 
 
 def test_custom_model_dynamics():
