@@ -329,7 +329,7 @@ def _prepare_train(args, comm=None):
     from .surrogate import SURROGATES
 
     from .callbacks import LearningRateChange, ProgressLogger
-    from .structure.timeline import fit_timeline
+    from .structure.timeline import COMMAND_LINE_HINT, check_timeline, fit_timeline
 
     resume = bool(args.resume)
     args = _resolve_train_args(args)
@@ -365,6 +365,7 @@ def _prepare_train(args, comm=None):
                                     structure_every=args.structure_every, compress=args.compress,
                                     steps_per_epoch=args.structural_steps_per_epoch)
         args.structure_every, args.compress = plan.structure_every, plan.compress
+        check_timeline(config, plan.steps, allow_short=args.allow_short_structure, options=COMMAND_LINE_HINT)
         if root and not resume:
             print(f"structure: {plan.describe()}", flush=True)
         structure = StructureSchedule(network_layer_specs(net), config)

@@ -15,7 +15,7 @@ from .callbacks import RunDirectory
 from .optim import Adam, CosineLR
 from .report import summarize, write_comparison
 from .structure import StructureSchedule, network_layer_specs
-from .structure.timeline import DEFAULT_STEPS_PER_EPOCH, fit_timeline
+from .structure.timeline import COMMAND_LINE_HINT, DEFAULT_STEPS_PER_EPOCH, check_timeline, fit_timeline
 from .trainer import Trainer
 
 __all__ = ["compare_structures", "event_protocol_parser", "add_structure_options", "add_run_dir_options",
@@ -55,6 +55,7 @@ def compare_structures(make_network, make_config, train, test, *, variants, run_
             config, plan = fit_timeline(make_config(mode, net), n_train, batch_size, epochs,
                                         structure_every=structure_every, compress=compress,
                                         steps_per_epoch=steps_per_epoch)
+            check_timeline(config, plan.steps, allow_short=allow_short_structure, options=COMMAND_LINE_HINT)
             schedule, every = StructureSchedule(network_layer_specs(net), config), plan.structure_every
             print(f"structure: {plan.describe()}", flush=True)
         sub = os.path.join(run_dir, variant)

@@ -77,17 +77,29 @@ def _fmt(v, pct=False):
 def comparison_markdown(rows: dict, protocol: str) -> str:
     """A Markdown table of several :func:`summarize` results, with the protocol under it."""
     lines = ["| run | test accuracy | synapses removed (masked) | removed incl. dead sources | neurons pruned "
-             "| synapses regenerated | SOPs / sample | train samples/s | wall time | structure last changed |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| synapses regenerated | SOPs / sample | train samples/s | wall time | structural steps "
+             "| structure last changed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    unchanged = []
     for name, r in rows.items():
         pruned = ", ".join(f"{k}: {v}" for k, v in (r.get("neurons_pruned") or {}).items() if v) or "0"
         st = r.get("structure")
-        stable = f"step {st['last_change_step']} of {st['steps']}" if st else "-"
+        steps = str(st["steps"]) if st else "-"
+        if st and st["last_change_step"] < 0:
+            unchanged.append(name)
+            stable = "**never: no mask changed**"
+        else:
+            stable = f"step {st['last_change_step']}" if st else "-"
         wall = f"{r['wall_seconds'] / 60:.1f} min" if r.get("wall_seconds") else "-"
         lines.append(f"| {name} | {_fmt(r.get('test_accuracy'), True)} | {_fmt(r.get('compression_masked'), True)} "
                      f"| {_fmt(r.get('compression_with_dead_sources'), True)} | {pruned} "
                      f"| {r.get('synapses_regenerated', 0)} | {_fmt(r.get('sops_per_sample'))} "
-                     f"| {_fmt(r.get('train_samples_per_s'))} | {wall} | {stable} |")
+                     f"| {_fmt(r.get('train_samples_per_s'))} | {wall} | {steps} | {stable} |")
+    if unchanged:
+        lines += ["", f"**Warning: {', '.join(unchanged)} changed no mask** in {'its' if len(unchanged) == 1 else 'their'} "
+                  "structural steps: the structure stayed dense, so its numbers are those of a dense network "
+                  "(too few structural steps for the timeline? see `structural steps` and the config's "
+                  "`structural_steps_planned`)."]
     per_layer = [(name, lname, lr) for name, r in rows.items() for lname, lr in (r.get("per_layer") or {}).items()
                  if lname != "all"]
     if per_layer:

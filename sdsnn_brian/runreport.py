@@ -746,7 +746,11 @@ def _summary_table(run, sim_est):
 
         rows.append(["neurons pruned", ", ".join(f"{k}: {v}" for k, v in (last.get("neurons_pruned") or {}).items())])
         rows.append(["synapses regenerated (events)", str(run.log.n_events(RESTORED))])
-        rows.append(["structural steps", str(run.n_steps)])
+        planned = run.config.get("structural_steps_planned")
+        rows.append(["structural steps", str(run.n_steps) + (f" of {planned} planned" if planned else "")])
+        if run.log.n_events() == 0:
+            rows.append(["**warning**", "**no mask changed in any structural step: this run's structure stayed "
+                         "dense (too few structural steps for its timeline?)**"])
     if last.get("sops_per_sample") is not None or val:
         s = val[-1].get("sops_per_sample") if val else None
         rows.append(["SOPs per test sample (last evaluation)", _fmt(s)])

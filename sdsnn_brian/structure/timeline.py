@@ -25,11 +25,17 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 __all__ = ["ShortTimelineError", "TimelinePlan", "structural_steps", "timeline_needs", "fit_timeline",
-           "check_timeline", "DEFAULT_STEPS_PER_EPOCH"]
+           "check_timeline", "DEFAULT_STEPS_PER_EPOCH", "COMMAND_LINE_HINT"]
 
 #: Structural steps per epoch when nothing else is said: the MNIST protocols' 64 minibatches
 #: with a step every 8 (so their results stay what they were).
 DEFAULT_STEPS_PER_EPOCH = 8
+
+
+#: What to change, in the options of ``sdsnn train`` and the protocols, when a run is too short.
+COMMAND_LINE_HINT = ("Leave --structure-every and --compress out (they are then fitted to the run), take a step "
+                     "more often (--structure-every), train more --epochs, compress the timeline (--compress), "
+                     "or pass --allow-short-structure to run it anyway")
 
 
 class ShortTimelineError(ValueError):
