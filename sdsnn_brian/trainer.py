@@ -173,6 +173,11 @@ class Trainer:
         self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
 
+    #: Parameter-sized float64 arrays a training run holds at once (weights, masks, gradient
+    #: scores, gradients, the weights the simulation runs with, two optimiser moments, one
+    #: temporary): what ``sdsnn train`` adds to the simulator's memory estimate.
+    TRAINING_ARRAYS = 8
+
     # -- parameters ---------------------------------------------------------
     @property
     def params(self):
