@@ -167,3 +167,21 @@ def test_build_refused_without_memory(monkeypatch, tmp_path):
     monkeypatch.setenv("SDSNN_MEMORY_CHECK", "0")
     sim._check_memory()
 
+
+def test_no_only_threshold_warning_for_the_input_group(cache_dir):
+    """The input group has a threshold and no reset on purpose: building says nothing about it,
+    while a user's own group without a reset still gets Brian2's warning."""
+    import gc
+
+    import brian2 as b2
+    from brian2.utils.logger import catch_logs
+
+    net, W, b, x = small_problem("sdsnn_lif", False)
+    with catch_logs() as logs:
+        Simulator(net, 3, "cpp_standalone", cache_dir=cache_dir).run(x, W, b)
+    assert not [m for m in logs if m[1].endswith("only_threshold")], logs
+    with catch_logs() as logs:
+        group = b2.NeuronGroup(1, "v : 1", threshold="v > 1", name="layer0_of_a_user")
+        del group  # (and its warning about an object never run, caught here too)
+        gc.collect()
+    assert [m for m in logs if m[1].endswith("only_threshold")]
