@@ -143,10 +143,12 @@ def _run_environment(env):
 # ---------------------------------------------------------------------------------------------
 #: Bytes per synapse besides its weight: in the binary, 8 int32 (Brian2's ``_synaptic_pre``,
 #: ``_synaptic_post``, ``N_incoming``, ``N_outgoing``, and the source and target arrays of
-#: ``connect`` with their static copies); in Python, Brian2's int32 copies of those sources and
-#: targets (8) and the weights put in synapse order for a run (8).  The weight itself counts
-#: twice: in the binary and in its input file in shared memory.
-SYNAPSE_BYTES = 48
+#: ``connect`` with their static copies: 32); in Python, while the build is declared, the
+#: builder's int64 index arrays (24) and Brian2's int32 copies of them (16), then the weights put
+#: in synapse order for a run (8).  The weight itself counts twice: in the binary and in its
+#: input file in shared memory.  (784-5000-10, 100 samples of 20 steps, measured here: 0.85 GiB
+#: allocated by Python, the binary and shared memory together; estimated 0.81 GiB.)
+SYNAPSE_BYTES = 80
 #: Bytes per neuron of any group (input, pooling relays, trained layers): its state variables and
 #: Brian2's index, spike space and monitor arrays.
 NEURON_BYTES = 64

@@ -130,22 +130,22 @@ def test_custom_model_dynamics():
 
 
 def test_memory_estimate_by_hand():
-    """Synapses x (48 + 2 x weight bytes), neurons x 64, T x B x trained neurons x 49 for the
+    """Synapses x (80 + 2 x weight bytes), neurons x 64, T x B x trained neurons x 49 for the
     recordings, every other input value x 8 x 3; compacted builds count their own synapses."""
     from sdsnn_brian.device import memory_estimate
 
     net = Network(Input(20), Dense(10), Dense(3), steps=8)
     est = Simulator(net, 4, "cpp_standalone").memory_estimate()
-    assert est.parts == {"synapses": (20 * 10 + 10 * 3) * (48 + 16), "neurons": (20 + 10 + 3) * 64,
+    assert est.parts == {"synapses": (20 * 10 + 10 * 3) * (80 + 16), "neurons": (20 + 10 + 3) * 64,
                          "recordings": 8 * 4 * (10 + 3) * 49, "inputs": 8 * 4 * 1 * 8 * 3}
-    assert est.total == 14720 + 2112 + 20384 + 768
+    assert est.total == 22080 + 2112 + 20384 + 768
     assert "20x10 + 10x3 synapses" in est.what["synapses"]
     f32 = Simulator(net, 4, "cpp_standalone", weight_dtype="float32").memory_estimate()
-    assert f32.parts["synapses"] == 230 * (48 + 8)
+    assert f32.parts["synapses"] == 230 * (80 + 8)
     mask = np.zeros((10, 20))
     mask[:, :2] = 1  # 20 of 200 synapses: compacted synapse by synapse
     masked = Simulator(net, 4, "cpp_standalone", masks=[mask, None]).memory_estimate()
-    assert masked.parts["synapses"] == (20 + 30) * 64
+    assert masked.parts["synapses"] == (20 + 30) * 96
     trained = memory_estimate(net, 4, training_arrays=8)
     assert trained.parts["training arrays"] == 230 * 8 * 8
 
@@ -156,9 +156,9 @@ def test_build_refused_without_memory(monkeypatch, tmp_path):
     from sdsnn_brian import device as devmod
 
     monkeypatch.setattr(devmod, "available_memory", lambda: 32 << 20)  # 32 MiB
-    net = Network(Input(784), Dense(400), Dense(10), steps=20)  # about 0.06 GiB at 100 samples
+    net = Network(Input(784), Dense(400), Dense(10), steps=20)  # about 0.07 GiB at 100 samples
     sim = Simulator(net, 100, "cpp_standalone", cache_dir=str(tmp_path))
-    with pytest.raises(devmod.NotEnoughMemoryError, match=r"needs about 0\.06 GiB.*0\.03 GiB is available") as err:
+    with pytest.raises(devmod.NotEnoughMemoryError, match=r"needs about 0\.07 GiB.*0\.03 GiB is available") as err:
         sim.build()
     assert isinstance(err.value, MemoryError)
     assert "784x400 + 400x10 synapses" in str(err.value) and "SDSNN_MEMORY_CHECK=0" in str(err.value)
