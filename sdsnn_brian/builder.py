@@ -54,6 +54,8 @@ no spike queue, the synapses of each spiking source walked in Brian2's order.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,6 +132,30 @@ def noise_table(noise) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(th, 0, 1)).reshape(B * T, N)
 
 
+class _OwnGroupFilter(logging.Filter):
+    """Drops Brian2's warnings about the group called ``name``."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.prefix = f"The NeuronGroup '{name}' "
+
+    def filter(self, record):
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def _threshold_without_reset(name):
+    """While the group ``name`` is created, no ``only_threshold`` warning for it (Brian2 asks
+    whether a reset was forgotten).  Every other group, a user's included, still gets it."""
+    logger = logging.getLogger("brian2.groups.neurongroup.only_threshold")
+    flt = _OwnGroupFilter(name)
+    logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)
+
+
 def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=None,
                   connectivity=None, noise_values=None, event_code="sdsnn",
                   weight_dtype="float64", sizes=None) -> BrianObjects:
@@ -169,14 +195,16 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     stim = b2.TimedArray(stim_values, dt=dt, name="stim")
     # bit k of x = stim * 2**-k is floor(x) - 2 floor(x / 2): exact, and without the floating-point
     # modulo (fmod) that `floor(x) % 2` costs every input at every step
-    inp = b2.NeuronGroup(
-        n_in,
-        "blk : integer (constant)\nbitscale : 1 (constant)\nbits = stim(t, blk) * bitscale : 1",
-        threshold="floor(bits) - 2 * floor(0.5 * bits) > 0.5",  # no reset: no resetter code object
-        namespace={"stim": stim},
-        name="layer0",
-        codeobj_class=input_codeobj_class("stim", BITS) if own_code else None,
-    )
+    # no reset on purpose (reset="" would add a resetter code object that does nothing every step)
+    with _threshold_without_reset("layer0"):
+        inp = b2.NeuronGroup(
+            n_in,
+            "blk : integer (constant)\nbitscale : 1 (constant)\nbits = stim(t, blk) * bitscale : 1",
+            threshold="floor(bits) - 2 * floor(0.5 * bits) > 0.5",
+            namespace={"stim": stim},
+            name="layer0",
+            codeobj_class=input_codeobj_class("stim", BITS) if own_code else None,
+        )
     idx = np.arange(n_in)
     inp.blk = idx // BITS
     inp.bitscale = 2.0 ** -(idx % BITS).astype(float)

@@ -8,7 +8,8 @@
     sdsnn plot RUN_DIR --figure NAME [--out FILE]   draw one figure into a PNG
     sdsnn --help                 the commands; ``sdsnn COMMAND --help`` for each
 
-Errors in the arguments or the data end the command with a one-line message
+Errors in the arguments or the data, and a network the machine has no memory for
+(see :func:`sdsnn_brian.device.memory_estimate`), end the command with a one-line message
 (``sdsnn: error: ...``) and exit status 2.
 """
 from __future__ import annotations
@@ -324,6 +325,7 @@ def _prepare_train(args, comm=None):
     from . import SGD, Adam, CosineLR, StepLR, Trainer
     from .callbacks import RunDirectory
     from .data import MNIST
+    from .device import check_memory, memory_estimate
     from .models import mnist_fc, sdsnn_conv
     from .structure import SDSNNConfig, StructureSchedule, network_layer_specs
     from .surrogate import SURROGATES
@@ -340,6 +342,9 @@ def _prepare_train(args, comm=None):
     else:
         net = mnist_fc(hidden=args.hidden, neuron=args.neuron, encoding=args.encoding, steps=args.steps,
                        bias=args.bias)
+    # refuse a network the machine has no memory for, before any of it is allocated
+    check_memory(memory_estimate(net, args.batch_size, weight_dtype=getattr(args, "weight_dtype", "float64"),
+                                 training_arrays=Trainer.TRAINING_ARRAYS))
     if args.surrogate not in SURROGATES:
         raise ValueError(f"unknown surrogate {args.surrogate!r}; known: {sorted(SURROGATES)}")
     surrogate = {"name": args.surrogate}
@@ -629,8 +634,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\nsdsnn: interrupted", file=sys.stderr, flush=True)
         return 130
-    except (ValueError, OSError, TypeError, ArithmeticError) as exc:
-        print(f"sdsnn: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, TypeError, ArithmeticError, MemoryError) as exc:
+        print(f"sdsnn: error: {exc or 'out of memory'}", file=sys.stderr)
         return 2
 
 

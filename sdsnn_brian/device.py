@@ -30,7 +30,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import time
 import weakref
@@ -41,7 +43,8 @@ import numpy as np
 from .codegen import EVENT_CODES, SERVE_DONE, serving_supported, tune_generated_code
 from .builder import build_objects, noise_table, pack_input, present_synapses, synapse_order, target_rows
 
-__all__ = ["Simulator", "Recording", "DEVICES", "cache_root", "keep_freed_memory"]
+__all__ = ["Simulator", "Recording", "DEVICES", "cache_root", "keep_freed_memory", "MemoryEstimate",
+           "memory_estimate", "check_memory", "available_memory", "NotEnoughMemoryError"]
 
 DEVICES = ("cpp_standalone", "cuda_standalone", "runtime")
 
@@ -137,6 +140,161 @@ def _run_environment(env):
             os.environ.pop(k, None)
 
 
+# ---------------------------------------------------------------------------------------------
+# memory needed by a build, checked before it is generated
+# ---------------------------------------------------------------------------------------------
+#: Bytes per synapse besides its weight: in the binary, 8 int32 (Brian2's ``_synaptic_pre``,
+#: ``_synaptic_post``, ``N_incoming``, ``N_outgoing``, and the source and target arrays of
+#: ``connect`` with their static copies: 32); in Python, while the build is declared, the
+#: builder's int64 index arrays (24) and Brian2's int32 copies of them (16), then the weights put
+#: in synapse order for a run (8).  The weight itself counts twice: in the binary and in its
+#: input file in shared memory.  (784-5000-10, 100 samples of 20 steps, measured here: 0.85 GiB
+#: allocated by Python, the binary and shared memory together; estimated 0.81 GiB.)
+SYNAPSE_BYTES = 80
+#: Bytes per neuron of any group (input, pooling relays, trained layers): its state variables and
+#: Brian2's index, spike space and monitor arrays.
+NEURON_BYTES = 64
+#: Bytes per neuron and step of a trained layer's recordings: the membrane (8 bytes) in the binary,
+#: in its results file and in Python (24); at most one spike, 12 bytes (index and time) in the
+#: binary and in its results file, and 1 in Python's 0/1 array (25).
+RECORDING_BYTES = 49
+#: Every other input of a run (the packed spikes, a stochastic readout's noise, biases), 8 bytes a
+#: value: in Python, in its file in shared memory and in the binary.
+INPUT_COPIES = 3
+#: ``SDSNN_MEMORY_CHECK=0`` in the environment turns :func:`check_memory` off.
+MEMORY_CHECK_VARIABLE = "SDSNN_MEMORY_CHECK"
+
+_GIB = float(1 << 30)
+
+
+def _gib(n) -> str:
+    return f"{n / _GIB:.1f} GiB" if n >= _GIB else f"{n / _GIB:.2f} GiB"
+
+
+class NotEnoughMemoryError(MemoryError):
+    """A build whose estimated memory (:func:`memory_estimate`) exceeds what the machine has."""
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes a simulator needs, by part (``'synapses'``, ``'neurons'``, ``'recordings'``, ``'inputs'``,
+    and ``'training arrays'`` when asked for), each with a line saying what it counts."""
+
+    parts: dict
+    what: dict
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.parts.values()))
+
+    @property
+    def dominant(self) -> str:
+        return max(self.parts, key=self.parts.get)
+
+    def describe(self) -> str:
+        """The parts of at least 1 % of the total, largest first."""
+        return ", ".join(f"{name} {self.parts[name] / _GIB:.2f} GiB ({self.what[name]})"
+                         for name in sorted(self.parts, key=self.parts.get, reverse=True)
+                         if self.parts[name] >= 0.01 * self.total)
+
+
+def memory_estimate(net, batch_size: int, *, weight_dtype: str = "float64", sizes: dict | None = None,
+                    training_arrays: int = 0) -> MemoryEstimate:
+    """What simulating ``net`` in minibatches of ``batch_size`` takes, in the binary and in Python.
+
+    * synapses: every synapse of the build (``sizes``: :meth:`Simulator.expected_sizes`, default the
+      full build; pooling relays' synapses included) x (:data:`SYNAPSE_BYTES` + 2 x the weight's bytes);
+    * neurons: every neuron x :data:`NEURON_BYTES`;
+    * recordings: steps x batch x neurons of every trained layer x :data:`RECORDING_BYTES`;
+    * inputs: every other ``run_args`` value x 8 x :data:`INPUT_COPIES`;
+    * training arrays (``training_arrays`` > 0): that many float64 arrays the size of the
+      parameters (the trainer's weights, masks, gradients, optimiser state).
+    """
+    T, B = net.steps, int(batch_size)
+    if sizes is None:
+        sizes = _expected_sizes(net, B, None)
+    weight_bytes = np.dtype(weight_dtype).itemsize
+    layers = []  # per connection: (what, synapses)
+    for k, cn in enumerate(net.connections, start=1):
+        n = int(np.prod(sizes.get(f"syn{k}.w", (0,))))
+        full = cn.kind == "dense" and n == cn.n_op * cn.n_post
+        layers.append((f"{cn.n_op}x{cn.n_post}" if full else f"{n}", n))
+        if cn.pool is not None:
+            layers.append((f"{cn.n_pre} pooling", cn.n_pre))
+    n_syn = sum(n for _, n in layers)
+    neurons = net.input.size + sum(cn.n_op for cn in net.connections if cn.pool is not None) \
+        + sum(layer.size for layer in net.trained)
+    trained = sum(layer.size for layer in net.trained)
+    inputs = sum(int(np.prod(shape)) for name, shape in sizes.items() if not name.endswith(".w"))
+    parts = {"synapses": n_syn * (SYNAPSE_BYTES + 2 * weight_bytes),
+             "neurons": neurons * NEURON_BYTES,
+             "recordings": T * B * trained * RECORDING_BYTES,
+             "inputs": inputs * 8 * INPUT_COPIES}
+    per_synapse = SYNAPSE_BYTES + 2 * weight_bytes
+    what = {"synapses": " + ".join(w for w, _ in layers) + f" synapses, {per_synapse} bytes each",
+            "neurons": f"{neurons} neurons, {NEURON_BYTES} bytes each",
+            "recordings": f"{B} samples x {T} steps x {trained} neurons, {RECORDING_BYTES} bytes each",
+            "inputs": f"{inputs} values, 8 bytes x {INPUT_COPIES}"}
+    if training_arrays:
+        n_params = sum(int(np.prod(s)) for s in net.weight_shapes) \
+            + sum(int(np.prod(cn.bias_shape)) for cn, layer in zip(net.connections, net.trained) if layer.bias)
+        parts["training arrays"] = n_params * 8 * int(training_arrays)
+        what["training arrays"] = f"{training_arrays} arrays of {n_params} parameters, 8 bytes each"
+    return MemoryEstimate(parts, what)
+
+
+_ADVICE = {"synapses": "fewer or smaller layers", "training arrays": "fewer or smaller layers",
+           "neurons": "fewer or smaller layers", "recordings": "a smaller batch size, fewer time steps or smaller layers",
+           "inputs": "a smaller batch size or fewer time steps"}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now: ``MemAvailable`` of ``/proc/meminfo`` (else free physical
+    pages), and no more than a cgroup (v2) memory limit leaves.  None when unknown."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as fh:
+            limit = fh.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as fh:
+            used = int(fh.read().strip())
+        if limit != "max":
+            left = max(int(limit) - used, 0)
+            avail = left if avail is None else min(avail, left)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def check_memory(estimate: MemoryEstimate, available: int | None = None) -> None:
+    """Raise :class:`NotEnoughMemoryError` when ``estimate`` exceeds the memory available
+    (:func:`available_memory` unless given); silent otherwise, when the amount is unknown, or
+    with ``SDSNN_MEMORY_CHECK=0`` in the environment."""
+    if os.environ.get(MEMORY_CHECK_VARIABLE, "1") == "0":
+        return
+    if available is None:
+        available = available_memory()
+    if available is None or estimate.total <= available:
+        return
+    raise NotEnoughMemoryError(
+        f"not enough memory: this network needs about {_gib(estimate.total)}, mostly "
+        f"{estimate.dominant} ({estimate.what[estimate.dominant]}), and {_gib(available)} is available "
+        f"(estimate: {estimate.describe()}). Use {_ADVICE[estimate.dominant]}, or set "
+        f"{MEMORY_CHECK_VARIABLE}=0 to try anyway")
+
+
 _ACTIVE = {"key": None, "objects": None}  # the standalone project Brian2's global device holds
 
 
@@ -195,12 +353,17 @@ class Simulator:
         bound by memory traffic); every other variable and all arithmetic stay float64, so the
         run equals a float64 run with the weights rounded to float32 (tested against the numpy
         re-simulation with rounded weights).  :meth:`run` still takes float64 weights.
+    memory_check : bool
+        Before generating code, compare :meth:`memory_estimate` (synapses, neurons, recordings and
+        inputs, in the binary and in Python) with the memory available and raise
+        :class:`NotEnoughMemoryError` (a ``MemoryError``) naming both when it does not fit
+        (default).  ``False``, or ``SDSNN_MEMORY_CHECK=0`` in the environment, skips the check.
     """
 
     def __init__(self, net, batch_size: int, device: str = "cpp_standalone", *, threads: int = 0,
                  cache_dir: str | None = None, cuda_options: dict | None = None, masks=None,
                  compact_below: float = 0.2, event_code: str = "sdsnn", persistent: bool = True,
-                 weight_dtype: str = "float64"):
+                 weight_dtype: str = "float64", memory_check: bool = True):
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; known: {list(DEVICES)}")
         if event_code not in EVENT_CODES:
@@ -210,6 +373,8 @@ class Simulator:
             raise ValueError(f"weight_dtype must be 'float64' or 'float32', got {weight_dtype!r}")
         self.weight_dtype = weight_dtype
         self.persistent = bool(persistent) and device == "cpp_standalone"
+        self.memory_check = bool(memory_check)
+        self._memory_checked = False
         self._server = None
         keep_freed_memory()
         if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -301,6 +466,7 @@ class Simulator:
 
     # -- building -----------------------------------------------------------
     def _ensure_built(self):
+        self._check_memory()
         if self.device == "runtime":
             return
         if _ACTIVE["key"] == self.key and _ACTIVE["objects"] is not None:
@@ -332,13 +498,15 @@ class Simulator:
             objs.network.run(objs.duration)
             if self.device == "cuda_standalone":
                 compile_ = self.cuda_options.get("compile", True)
-                b2.device.build(directory=self.project_dir, compile=compile_, run=False, with_output=False)
+                with _interrupted_compilation():
+                    b2.device.build(directory=self.project_dir, compile=compile_, run=False, with_output=False)
             else:
                 from brian2.codegen.cpp_prefs import get_compiler_and_args
 
                 b2.device.build(directory=self.project_dir, compile=False, run=False, with_output=False)
                 tune_generated_code(self.project_dir)
-                b2.device.compile_source(self.project_dir, get_compiler_and_args()[0], debug=False, clean=False)
+                with _interrupted_compilation():
+                    b2.device.compile_source(self.project_dir, get_compiler_and_args()[0], debug=False, clean=False)
         self._objects = objs
         _ACTIVE["key"] = self.key
         _ACTIVE["objects"] = objs
@@ -405,23 +573,17 @@ class Simulator:
 
     def expected_sizes(self) -> dict:
         """The size of every array the binary takes, by Brian2 name."""
-        T, B = self.net.steps, self.batch_size
-        blocks = -(-self.net.input.size // 32)
-        sizes = {"stim.values": (B * T, blocks)}
-        for k, (cn, layer) in enumerate(zip(self.net.connections, self.net.trained), start=1):
-            conn = self.connectivity[k - 1] if self.connectivity is not None else None
-            n_post = cn.n_post
-            if cn.kind == "conv":
-                n_syn = len(cn.synapse_map() if conn is None else conn)
-            else:
-                n_syn = cn.n_post * cn.n_op if conn is None else len(conn[0])
-            if n_syn:
-                sizes[f"syn{k}.w"] = (n_syn,)
-            if layer.bias:
-                sizes[f"layer{k}.b"] = (n_post,)
-            if getattr(layer, "stochastic", False):
-                sizes[f"readout_noise{k}.values"] = (B * T, n_post)
-        return sizes
+        return _expected_sizes(self.net, self.batch_size, self.connectivity)
+
+    def memory_estimate(self) -> MemoryEstimate:
+        """What this simulator's build and runs take in memory (:func:`memory_estimate`)."""
+        return memory_estimate(self.net, self.batch_size, weight_dtype=self.weight_dtype, sizes=self.expected_sizes())
+
+    def _check_memory(self):
+        """Refuse a build the machine has no memory for (once per simulator, before generating code)."""
+        if self.memory_check and not self._memory_checked:
+            check_memory(self.memory_estimate())
+        self._memory_checked = True
 
     def holds(self, masks) -> bool:
         """Whether every synapse present in ``masks`` transmits in this build: then it runs that
@@ -544,6 +706,7 @@ class Simulator:
     def _run_runtime(self, spikes, weights, biases):
         import brian2 as b2
 
+        self._check_memory()
         t0 = time.perf_counter()
         if _ACTIVE["key"] is not None:
             b2.device.reinit()
@@ -586,6 +749,45 @@ class Simulator:
         """Remove this simulator's compiled project from the cache."""
         if self.project_dir and os.path.isdir(self.project_dir):
             shutil.rmtree(self.project_dir, ignore_errors=True)
+
+
+def _expected_sizes(net, batch_size, connectivity) -> dict:
+    """The size of every array the binary of ``net`` takes, by Brian2 name (``connectivity``: per
+    layer None for the full layer, or the build's synapses)."""
+    T, B = net.steps, batch_size
+    blocks = -(-net.input.size // 32)
+    sizes = {"stim.values": (B * T, blocks)}
+    for k, (cn, layer) in enumerate(zip(net.connections, net.trained), start=1):
+        conn = connectivity[k - 1] if connectivity is not None else None
+        n_post = cn.n_post
+        if cn.kind == "conv":
+            n_syn = len(cn.synapse_map() if conn is None else conn)
+        else:
+            n_syn = cn.n_post * cn.n_op if conn is None else len(conn[0])
+        if n_syn:
+            sizes[f"syn{k}.w"] = (n_syn,)
+        if layer.bias:
+            sizes[f"layer{k}.b"] = (n_post,)
+        if getattr(layer, "stochastic", False):
+            sizes[f"readout_noise{k}.values"] = (B * T, n_post)
+    return sizes
+
+
+@contextlib.contextmanager
+def _interrupted_compilation():
+    """Ctrl-C during ``make`` as a KeyboardInterrupt, not Brian2's "Project compilation failed".
+
+    Brian2 runs make through ``os.system``, which ignores SIGINT in this process while make runs;
+    a make killed by it comes back as the wait status ``SIGINT`` (error code 2), while a make that
+    failed exits with status 2 (error code 512).
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        m = re.search(r"compilation failed \(error code: (\d+)\)", str(exc))
+        if m and int(m.group(1)) & 0x7F == signal.SIGINT:
+            raise KeyboardInterrupt("compilation interrupted") from None
+        raise
 
 
 def _remove_folders(*folders):

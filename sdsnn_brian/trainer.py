@@ -185,6 +185,11 @@ class Trainer:
         #: say "compiling the network (about N s ...)" before a compilation (rank 0)
         self.announce_builds = True
 
+    #: Parameter-sized float64 arrays a training run holds at once (weights, masks, gradient
+    #: scores, gradients, the weights the simulation runs with, two optimiser moments, one
+    #: temporary): what ``sdsnn train`` adds to the simulator's memory estimate.
+    TRAINING_ARRAYS = 8
+
     # -- parameters ---------------------------------------------------------
     @property
     def params(self):

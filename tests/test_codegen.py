@@ -345,3 +345,95 @@ def test_packed_input_decoding_equals_brian2_threshold(tmp_path):
         np.testing.assert_array_equal(ours.u[l], queue.u[l])
         np.testing.assert_array_equal(ours.s[l], s_ref[l])
         np.testing.assert_allclose(ours.u[l], u_ref[l], rtol=1e-12, atol=1e-12)
+
+
+def test_openmp_build_equals_single_threaded(tmp_path):
+    """``threads=2`` (``sdsnn train --threads 2``): the OpenMP build compiles with the scheduler
+    trims in network.cpp and network.h alike, serves minibatches (and runs one process per
+    minibatch), and gives the single-threaded build's spikes and membranes bit for bit (OpenMP
+    splits only Brian2's per-neuron loops; the synaptic events are added in one thread, in order)."""
+    import shutil
+
+    from sdsnn_brian.codegen import GeneratedCodeMismatch
+
+    net = Network(Input(20), Dense(10), Dense(3), steps=8)
+    rng = np.random.default_rng(5)
+    W, b = net.init_params(rng)
+    W = [3 * W[0], 6 * W[1]]
+    xs = [(rng.random((8, 4, 20)) < 0.3).astype(np.uint8) for _ in range(2)]
+    runs = {}
+    for threads in (0, 2):
+        sim = Simulator(net, 4, "cpp_standalone", threads=threads, cache_dir=str(tmp_path))
+        runs[threads] = [sim.run(x, W, b) for x in xs]
+        assert sim._server is not None  # the serving mode
+        cpp = open(os.path.join(sim.project_dir, "network.cpp")).read()
+        h = open(os.path.join(sim.project_dir, "network.h")).read()
+        assert ("omp_get_wtime" in cpp) == (threads > 0)
+        assert ("-fopenmp" in open(os.path.join(sim.project_dir, "makefile")).read()) == (threads > 0)
+        assert "sdsnn_brian: no set search" in cpp and "once, not after every step" in cpp
+        assert "sdsnn_brian: a vector" in h
+        sim.close()
+    runs["one process"] = [Simulator(net, 4, "cpp_standalone", threads=2, cache_dir=str(tmp_path),
+                                     persistent=False).run(xs[0], W, b)]
+    for name in (2, "one process"):
+        for got, want in zip(runs[name], runs[0]):
+            for l in range(2):
+                assert want.s[l].sum() > 0
+                np.testing.assert_array_equal(got.s[l], want.s[l])
+                np.testing.assert_array_equal(got.u[l], want.u[l])
+    # a project whose network.h has Brian2's set of current clocks and whose network.cpp was
+    # tuned: an error, and no file is touched
+    project = str(tmp_path / "mangled")
+    shutil.copytree(sim.project_dir, project, ignore=shutil.ignore_patterns("*.o", "main", "results*"))
+    with open(os.path.join(project, "network.h")) as fh:
+        h = fh.read()
+    with open(os.path.join(project, "network.h"), "w") as fh:
+        fh.write(re.sub(r"std::set<Clock\*> clocks;\n\s*std::vector<Clock\*> curclocks;[^\n]*",
+                        "std::set<Clock*> clocks, curclocks;", h))
+    stamps = {f: os.stat(os.path.join(project, f)).st_mtime_ns for f in os.listdir(project)}
+    with pytest.raises(GeneratedCodeMismatch, match="network.cpp/network.h"):
+        tune_generated_code(project)
+    assert {f: os.stat(os.path.join(project, f)).st_mtime_ns for f in os.listdir(project)} == stamps
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_scheduler_trims_apply_to_both_files_or_raise(threads):
+    """Brian2's network.cpp/network.h, with and without OpenMP: both trims in both files, nothing
+    left to do the second time; text they were not written for is an error, not half a change."""
+    from brian2 import prefs
+    from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
+
+    from sdsnn_brian.codegen import GeneratedCodeMismatch, _network_files
+
+    saved = prefs.devices.cpp_standalone.openmp_threads
+    prefs.devices.cpp_standalone.openmp_threads = threads
+    try:
+        def network(maximum_run_time=None):
+            src = CPPStandaloneCodeObject.templater.network(None, None, maximum_run_time=maximum_run_time)
+            return src.cpp_file, src.h_file
+
+        cpp, h = network()
+        tuned_cpp, tuned_h, n = _network_files(cpp, h)
+        assert n == 2 and "curclocks.find" not in tuned_cpp and "std::vector<Clock*> curclocks;" in tuned_h
+        run = tuned_cpp.split("void Network::run")[1].split("\n}\n")[0]
+        assert run.count("elapsed_realtime = ") == 1 and "once, not after every step" in run
+        assert _network_files(tuned_cpp, tuned_h) == (tuned_cpp, tuned_h, 0)
+        with pytest.raises(GeneratedCodeMismatch, match="network.cpp/network.h"):
+            _network_files(cpp, h.replace("std::set<Clock*> clocks, curclocks;", "std::set<Clock*> curclocks, clocks;"))
+        with pytest.raises(GeneratedCodeMismatch, match="network.cpp/network.h"):
+            _network_files(cpp, tuned_h)  # the header tuned, the source not: the bug of issue 17
+        with pytest.raises(GeneratedCodeMismatch, match="maximum_run_time"):
+            _network_files(*network(maximum_run_time=1.0))
+    finally:
+        prefs.devices.cpp_standalone.openmp_threads = saved
+
+
+def test_cli_trains_with_openmp_threads(tmp_path, monkeypatch, capsys):
+    """``sdsnn train --threads 2`` on a tiny run compiles, trains and evaluates."""
+    from sdsnn_brian.cli import main
+
+    monkeypatch.setenv("SDSNN_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["train", "--threads", "2", "--hidden", "10", "--epochs", "1", "--train-limit", "50",
+               "--test-limit", "50", "--batch-size", "25", "--log-every", "0", "--run-dir", str(tmp_path / "run")])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "summary.json").exists()

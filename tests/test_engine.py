@@ -150,3 +150,61 @@ def test_custom_model_dynamics():
     assert d.a == pytest.approx(0.95) and d.c == pytest.approx(-3.0)
     assert d.theta == pytest.approx(-50.0) and d.inclusive
     assert d.reset == "subtract" and d.reset_amount == pytest.approx(5.0) and d.u_init == pytest.approx(-60.0)
+
+
+def test_memory_estimate_by_hand():
+    """Synapses x (80 + 2 x weight bytes), neurons x 64, T x B x trained neurons x 49 for the
+    recordings, every other input value x 8 x 3; compacted builds count their own synapses."""
+    from sdsnn_brian.device import memory_estimate
+
+    net = Network(Input(20), Dense(10), Dense(3), steps=8)
+    est = Simulator(net, 4, "cpp_standalone").memory_estimate()
+    assert est.parts == {"synapses": (20 * 10 + 10 * 3) * (80 + 16), "neurons": (20 + 10 + 3) * 64,
+                         "recordings": 8 * 4 * (10 + 3) * 49, "inputs": 8 * 4 * 1 * 8 * 3}
+    assert est.total == 22080 + 2112 + 20384 + 768
+    assert "20x10 + 10x3 synapses" in est.what["synapses"]
+    f32 = Simulator(net, 4, "cpp_standalone", weight_dtype="float32").memory_estimate()
+    assert f32.parts["synapses"] == 230 * (80 + 8)
+    mask = np.zeros((10, 20))
+    mask[:, :2] = 1  # 20 of 200 synapses: compacted synapse by synapse
+    masked = Simulator(net, 4, "cpp_standalone", masks=[mask, None]).memory_estimate()
+    assert masked.parts["synapses"] == (20 + 30) * 96
+    trained = memory_estimate(net, 4, training_arrays=8)
+    assert trained.parts["training arrays"] == 230 * 8 * 8
+
+
+def test_build_refused_without_memory(monkeypatch, tmp_path):
+    """A build that does not fit stops before any code is generated, with the estimate, what
+    dominates and the memory available; ``memory_check=False`` or SDSNN_MEMORY_CHECK=0 let it go."""
+    from sdsnn_brian import device as devmod
+
+    monkeypatch.setattr(devmod, "available_memory", lambda: 32 << 20)  # 32 MiB
+    net = Network(Input(784), Dense(400), Dense(10), steps=20)  # about 0.07 GiB at 100 samples
+    sim = Simulator(net, 100, "cpp_standalone", cache_dir=str(tmp_path))
+    with pytest.raises(devmod.NotEnoughMemoryError, match=r"needs about 0\.07 GiB.*0\.03 GiB is available") as err:
+        sim.build()
+    assert isinstance(err.value, MemoryError)
+    assert "784x400 + 400x10 synapses" in str(err.value) and "SDSNN_MEMORY_CHECK=0" in str(err.value)
+    assert not os.path.exists(sim.project_dir)
+    Simulator(net, 100, "cpp_standalone", memory_check=False)._check_memory()
+    monkeypatch.setenv("SDSNN_MEMORY_CHECK", "0")
+    sim._check_memory()
+
+
+def test_no_only_threshold_warning_for_the_input_group(cache_dir):
+    """The input group has a threshold and no reset on purpose: building says nothing about it,
+    while a user's own group without a reset still gets Brian2's warning."""
+    import gc
+
+    import brian2 as b2
+    from brian2.utils.logger import catch_logs
+
+    net, W, b, x = small_problem("sdsnn_lif", False)
+    with catch_logs() as logs:
+        Simulator(net, 3, "cpp_standalone", cache_dir=cache_dir).run(x, W, b)
+    assert not [m for m in logs if m[1].endswith("only_threshold")], logs
+    with catch_logs() as logs:
+        group = b2.NeuronGroup(1, "v : 1", threshold="v > 1", name="layer0_of_a_user")
+        del group  # (and its warning about an object never run, caught here too)
+        gc.collect()
+    assert [m for m in logs if m[1].endswith("only_threshold")]

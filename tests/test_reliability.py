@@ -128,3 +128,18 @@ def test_unwritable_run_directory(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["train", "--run-dir", str(blocker / "run"), "--train-limit", "10", "--test-limit", "10"]) == 2
     assert "is not writable" in capsys.readouterr().err
+
+
+def test_network_without_memory_for_it_is_refused_at_once(tmp_path):
+    """``--hidden 10000000`` needs terabytes: one line naming the estimate, exit status 2, in
+    seconds, without allocating it and without Brian2's 'please report this bug' banner."""
+    t0 = time.monotonic()
+    p = sdsnn(["--hidden", "10000000", "--epochs", "1", "--train-limit", "10", "--run-dir", str(tmp_path / "run")],
+              tmp_path / "cache")
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 2, out
+    assert time.monotonic() - t0 < 60
+    lines = [l for l in out.splitlines() if l.startswith("sdsnn: error:")]
+    assert len(lines) == 1 and "not enough memory" in lines[0], out
+    assert "784x10000000" in lines[0] and "GiB is available" in lines[0]
+    assert "Brian 2 encountered an unexpected error" not in out and "Traceback" not in out

@@ -214,3 +214,37 @@ def test_progress_bar_redraws_one_line_with_time_left(capsys):
     assert out.getvalue().endswith("\n")
     plain = io.StringIO()
     assert ProgressLogger(bar=None, stream=plain)._use_bar() is False  # not a terminal: lines
+
+
+def test_ctrl_c_during_compilation_is_an_interruption_not_a_failure():
+    from sdsnn_brian.device import _interrupted_compilation
+
+    with pytest.raises(KeyboardInterrupt):  # make killed by SIGINT: os.system's wait status is 2
+        with _interrupted_compilation():
+            raise RuntimeError("Project compilation failed (error code: 2).")
+    with pytest.raises(RuntimeError, match="error code: 512"):  # make exited with status 2: a real failure
+        with _interrupted_compilation():
+            raise RuntimeError("Project compilation failed (error code: 512).")
+
+
+def test_ctrl_c_in_a_real_make_is_reported_as_interrupted(tmp_path):
+    """A real make of a fresh project, sent SIGINT like a terminal's Ctrl-C (to its process group)."""
+    import signal
+
+    env = dict(os.environ, SDSNN_CACHE_DIR=str(tmp_path / "cache"), PYTHONWARNINGS="ignore")
+    run = str(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "-m", "sdsnn_brian.cli", "train", *TINY, "--hidden", "9",
+                             "--run-dir", run], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    line = ""
+    while time.time() < deadline and "compiling the network" not in line:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+    assert "compiling the network" in line
+    time.sleep(3)  # make is running now
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "compilation failed" not in err and "resume with: sdsnn train --resume" in err

@@ -163,8 +163,12 @@ def test_float32_weights_equal_a_float64_run_with_rounded_weights(cache_dir):
 
 
 def test_serving_mode_needs_a_main_it_knows():
+    """A main.cpp without the text the serving mode is written for stops the build."""
+    from sdsnn_brian.codegen import GeneratedCodeMismatch
+
     text = "int main(int argc, char **argv)\n{\n    return 0;\n}\n"
-    assert _serve_main(text, "", "") == (text, 0)
+    with pytest.raises(GeneratedCodeMismatch, match="main.cpp"):
+        _serve_main(text, "", "")
 
 
 def test_scratch_folder_falls_back_when_shared_memory_is_small(tmp_path, monkeypatch):
