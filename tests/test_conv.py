@@ -217,8 +217,8 @@ def test_cli_trains_and_resumes_a_conv_network(tmp_path, monkeypatch, capsys):
     run = str(tmp_path / "run")
     args = ["train", "--architecture", "conv", "--channels", "2", "3", "--hidden", "8", "--steps", "4",
             "--epochs", "1", "--train-limit", "40", "--test-limit", "20", "--batch-size", "20", "--sdsnn",
-            "--structure-every", "1", "--compress", "20", "--backward-dtype", "float32", "--log-every", "0",
-            "--run-dir", run]
+            "--structure-every", "1", "--compress", "20", "--allow-short-structure", "--backward-dtype", "float32",
+            "--log-every", "0", "--run-dir", run]
     assert cli_main(args) == 0, capsys.readouterr().err
     cfg = json.loads(open(os.path.join(run, "config.json")).read())
     kinds = [layer["type"] for layer in cfg["network"]["layers"]]

@@ -248,3 +248,15 @@ def test_ctrl_c_in_a_real_make_is_reported_as_interrupted(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "compilation failed" not in err and "resume with: sdsnn train --resume" in err
+
+
+def test_nan_in_the_validation_set_is_found_before_training(tmp_path):
+    train = MNIST(train=True, limit=20)
+    test = MNIST(train=False, limit=20)
+    images = np.array(test.images, dtype=float)
+    images[3, 100] = np.nan
+    tr = Trainer(mnist_fc(hidden=(8,), steps=4), optimizer=Adam(1e-3))
+    with pytest.raises(ValueError, match="validation set: the samples contain NaN"):
+        tr.fit(train, epochs=1, batch_size=20, validation=(images, test.labels), run_dir=str(tmp_path / "r"),
+               log_every=0)
+    assert tr._sim is None and tr.history == [] and not os.path.exists(tmp_path / "r")
