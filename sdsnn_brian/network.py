@@ -18,11 +18,14 @@ see the previous layer flattened channel-major), e.g. the SD-SNN reference net::
 
 An :class:`AvgPool2d` is not a layer of neurons: it averages the spikes of the
 layer before it and the result feeds the next trained layer (as ``F.avg_pool2d``
-on spikes in the reference).  The pooling is folded into the next layer's
-synapses (:mod:`sdsnn_brian.layers`), so ``net.trained`` holds only the
-:class:`Dense` and :class:`Conv2d` layers and the parameters are the tied
-kernels ``(C_out, C_in, kh, kw)`` and the unpooled-shape dense matrices
-``(N, C*Hp*Wp)``.
+on spikes in the reference).  In Brian2 it is a relay group between the two
+trained layers (:mod:`sdsnn_brian.builder`): each source spike adds ``1/(kh*kw)``
+to its window's unit, a unit holding a value sends one event in the same step and
+the next layer adds ``w * x_pre``.  ``net.trained`` holds only the :class:`Dense`
+and :class:`Conv2d` layers; their parameters are the tied kernels
+``(C_out, C_in, kh, kw)`` and dense matrices over the *pooled* inputs
+``(N, C*Hp*Wp)``, and the numpy backward averages and spreads through the pools
+(:class:`~sdsnn_brian.layers.Connection`).
 """
 from __future__ import annotations
 
@@ -164,8 +167,9 @@ class AvgPool2d:
     """Average pooling of the previous layer's spikes over ``kernel`` windows (stride = kernel
     unless given; rows/columns that do not fill a window are dropped, as ``F.avg_pool2d``).
 
-    Not a layer of neurons: the average feeds the next trained layer, folded into its
-    synapses as fixed factors ``1/(kh*kw)`` (see :mod:`sdsnn_brian.layers`).
+    Not a layer of neurons: the average feeds the next trained layer in the same step, through a
+    relay group in Brian2 (each spike adds ``1/(kh*kw)`` to its window's unit; see
+    :mod:`sdsnn_brian.builder`) and :meth:`~sdsnn_brian.layers.Connection.pooled` in the numpy backward.
     """
 
     kernel: object = 2

@@ -527,7 +527,7 @@ def plot_energy_bars(estimate, ax=None):
         text = f"{v * 1e9:.1f} nJ\n({n:,.0f} ops)" if math.isfinite(v) else "n/a\n(needs a simulation)"
         ax.text(b.get_x() + b.get_width() / 2, b.get_height(), text, ha="center", va="bottom", fontsize="x-small")
     ax.set_ylabel("energy estimate per sample (nJ)")
-    ax.set_xlabel("model (SNN: SOPs x 0.9 pJ; ANN: MACs x 4.6 pJ)")
+    ax.set_xlabel(f"model (SNN: SOPs x {E_AC_PJ} pJ; ANN: MACs x {E_MAC_PJ} pJ)")
     ax.set_title("Energy estimate per sample, final weights")
     ax.margins(y=0.25)
     return ax

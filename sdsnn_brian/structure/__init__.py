@@ -2,9 +2,13 @@
 regeneration and the neurotrophic pruning rate, as pure numpy functions (one module
 per mechanism) composed by :class:`StructureSchedule`.
 
-The method and every constant: ``shared/notes/sdsnn-algorithm.md``; each module's
-docstring states the decisions taken where the notes or the reference code are
-ambiguous.
+The method: Han et al., "Adaptive Sparse Structure Development with Pruning and
+Regeneration for Spiking Neural Networks" (arXiv 2211.12219); every constant, with the
+reference code's values as defaults, is a field of :class:`SDSNNConfig` (its docstring
+and :mod:`~sdsnn_brian.structure.schedule` say what each does).  Each module's docstring
+states the decisions taken where the paper or the reference code is ambiguous.
+:mod:`~sdsnn_brian.structure.timeline` fits the timeline (counted in structural steps)
+to a run of a given length.
 """
 from .events import INT_STAT_FIELDS, REMOVED, RESTORED, STAT_FIELDS, StructureLog
 from .pruning import (apply_unit_pruning, minmax_normalise, neuron_importance, prune_step, prune_target,
