@@ -11,6 +11,8 @@ with the current (masked) weights, :func:`~sdsnn_brian.gradient.backward`
 computes BPTT from the recorded membrane and spikes, and the optimiser updates
 the weights in place.  Between minibatches (or epochs) the callbacks run:
 progress, metrics, checkpoints and the structural schedule.
+:meth:`Trainer.gradients` is a step without the update: the loss and the gradients
+:meth:`Trainer.train_step` would apply, computed by the same code.
 
 Randomness is derived from ``seed`` alone: the shuffle of epoch ``e`` uses
 ``default_rng([seed, e])`` and the input encoding of batch ``k`` of epoch ``e``
