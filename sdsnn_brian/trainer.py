@@ -11,6 +11,8 @@ with the current (masked) weights, :func:`~sdsnn_brian.gradient.backward`
 computes BPTT from the recorded membrane and spikes, and the optimiser updates
 the weights in place.  Between minibatches (or epochs) the callbacks run:
 progress, metrics, checkpoints and the structural schedule.
+:meth:`Trainer.gradients` is a step without the update: the loss and the gradients
+:meth:`Trainer.train_step` would apply, computed by the same code.
 
 Randomness is derived from ``seed`` alone: the shuffle of epoch ``e`` uses
 ``default_rng([seed, e])`` and the input encoding of batch ``k`` of epoch ``e``
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,7 +35,7 @@ from .optim import get_optimizer
 from .rundir import open_run_directory
 from .surrogate import get_surrogate
 
-__all__ = ["Trainer", "as_arrays"]
+__all__ = ["Trainer", "Gradients", "as_arrays"]
 
 
 def as_arrays(dataset, n_in=None, n_classes=None, what="dataset"):
@@ -61,6 +64,94 @@ def as_arrays(dataset, n_in=None, n_classes=None, what="dataset"):
     if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
         raise ValueError(f"{what}: the samples contain NaN or infinite values")
     return x, y
+
+
+def _layer_name(net, k):
+    layer = net.trained[k]
+    return f"layer {k + 1} ({type(layer).__name__}, {layer.size} neurons)"
+
+
+def _given_arrays(net, given, what, shapes):
+    """``given`` checked against one shape (or None) per trained layer; float64 copies."""
+    if isinstance(given, np.ndarray) or not isinstance(given, (list, tuple)):
+        raise TypeError(f"{what} must be a list with one entry per trained layer ({len(shapes)}), "
+                        f"got {type(given).__name__}")
+    if len(given) != len(shapes):
+        raise ValueError(f"{what}: {len(given)} entries for the network's {len(shapes)} trained layers")
+    out = []
+    for k, (a, shape) in enumerate(zip(given, shapes)):
+        name = _layer_name(net, k)
+        if shape is None:
+            if a is not None:
+                raise ValueError(f"{what} of {name}: the layer has no bias (bias=False), give None")
+            out.append(None)
+            continue
+        if a is None:
+            raise ValueError(f"{what} of {name}: missing, the layer needs an array of shape {shape}")
+        try:
+            a = np.array(a, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{what} of {name}: not an array of numbers") from None
+        if a.shape != tuple(shape):
+            raise ValueError(f"{what} of {name} have shape {a.shape}, the network needs {tuple(shape)}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{what} of {name} contain NaN or infinite values")
+        out.append(a)
+    return out
+
+
+def _initial_params(net, weights0, biases0, weights, biases, masks):
+    """The trainer's starting (weights, biases, masks): the seeded ones, or the given ones checked and copied."""
+    shapes = [w.shape for w in weights0]
+    if weights is not None:
+        weights0 = _given_arrays(net, weights, "weights", shapes)
+    if biases is not None:
+        biases0 = _given_arrays(net, biases, "biases", [None if b is None else b.shape for b in biases0])
+    if masks is None:
+        return weights0, biases0, [np.ones_like(w) for w in weights0]
+    masks = _given_arrays(net, masks, "masks", shapes)
+    for k, (w, m) in enumerate(zip(weights0, masks)):
+        if not np.all((m == 0) | (m == 1)):
+            bad = m[(m != 0) & (m != 1)][0]
+            raise ValueError(f"masks of {_layer_name(net, k)} must hold only 0 and 1, found {float(bad)!r}")
+        w *= m  # a removed synapse has no weight (as after a structural step); w is ours
+    return weights0, biases0, masks
+
+
+@dataclass
+class Gradients:
+    """Loss and parameter gradients of one minibatch (:meth:`Trainer.gradients`).
+
+    ``loss``: the loss value (batch mean); ``scores``: ``[B, C]``, prediction =
+    ``scores.argmax(1)``; ``correct``: how many of them equal the labels; ``dW``: one array
+    per trained layer, shaped as its weights; ``db``: one array per layer *that has a bias*,
+    in layer order, so ``dW + db`` (:attr:`grads`) lines up with :attr:`Trainer.params`.  In
+    ``'strict'`` gradient mode ``dW`` is zero wherever the mask is (removed synapses get no
+    update).  ``spikes``: the input spikes ``[T, B, n_in]``; ``recording``: the
+    :class:`~sdsnn_brian.device.Recording` the gradient was computed from (its ``timings``:
+    the simulator's split); ``timings``: seconds spent in ``forward`` (encoding and
+    simulation) and ``backward`` (loss and BPTT).
+
+    Data-parallel (``communicator`` with several ranks): ``loss``, ``correct``, ``dW`` and
+    ``db`` are the global minibatch's (summed over ranks, as one process computes them);
+    ``scores``, ``spikes`` and ``recording`` are this rank's share.
+    """
+
+    loss: float
+    scores: np.ndarray
+    correct: int
+    dW: list
+    db: list
+    spikes: np.ndarray | None = None
+    recording: object = None
+    timings: dict = field(default_factory=dict)
+    #: dW before the strict-mode mask (what the removed synapses' scores accumulate)
+    dW_unmasked: list | None = field(default=None, repr=False)
+
+    @property
+    def grads(self) -> list:
+        """``dW + db``: the gradient of every array in :attr:`Trainer.params`, in that order."""
+        return list(self.dW) + list(self.db)
 
 
 class Trainer:
@@ -123,13 +214,24 @@ class Trainer:
         :meth:`fit` refuses (:class:`~sdsnn_brian.structure.timeline.ShortTimelineError`) an
         SD-SNN run that takes fewer structural steps than its timeline needs to prune at all
         (:func:`~sdsnn_brian.structure.timeline.check_timeline`); ``True`` lets it run anyway.
+    weights, biases, masks : lists, optional
+        Initial parameters instead of the seeded initialisation (``net.init_params``), one
+        entry per trained layer in order, shaped as ``net.weight_shapes`` (a Dense layer
+        ``(post, pre)``, a Conv2d ``(C_out, C_in, kh, kw)``); ``biases`` has ``None`` for a
+        layer without a bias and an array of the layer's bias shape for one with a bias;
+        ``masks`` holds 0/1 (1: the synapse is present).  The arrays are copied (as float64)
+        and checked: a wrong count, shape, a NaN or infinite value or a mask value other
+        than 0/1 raises ``ValueError`` naming the layer.  Where a mask is 0 the weight is
+        set to 0, as after a structural step (a removed synapse has no weight).  A
+        checkpoint loaded later (``resume``) replaces them.
     """
 
     def __init__(self, net, device="cpp_standalone", surrogate="rectangular", loss="rate_mse",
                  optimizer=None, lr_schedule=None, detach_reset=False, seed=0, threads=0,
                  structure=None, structure_every=None, gradient_mode="reference", callbacks=(),
                  cache_dir=None, cuda_options=None, communicator=None, backward_dtype="float64",
-                 compact=True, weight_dtype="float64", allow_short_structure=False):
+                 compact=True, weight_dtype="float64", allow_short_structure=False, weights=None, biases=None,
+                 masks=None):
         from .distributed import SingleProcess
         from .optim import Adam
 
@@ -162,8 +264,8 @@ class Trainer:
         self.allow_short_structure = bool(allow_short_structure)
         self.structure_steps_planned = None
         self.callbacks = list(callbacks)
-        self.weights, self.biases = net.init_params(np.random.default_rng([self.seed, 2**31]))
-        self.masks = [np.ones_like(w) for w in self.weights]
+        self.weights, self.biases, self.masks = _initial_params(
+            net, *net.init_params(np.random.default_rng([self.seed, 2**31])), weights, biases, masks)
         self.grad_score = [np.zeros_like(w) for w in self.weights]
         self.epoch = 0  # epochs completed
         self.batch = 0  # batches completed within the current epoch
@@ -314,10 +416,45 @@ class Trainer:
         rec = sim.run(x, self.effective_weights() if weights is None else weights, self.biases)
         return x, rec
 
-    def train_step(self, images, labels, rng, batch_size=None):
-        """Forward, loss, BPTT and update on one minibatch. Returns a dict of measurements."""
+    def gradients(self, images, labels, rng=None, batch_size=None) -> Gradients:
+        """Loss and gradients of one minibatch, without an update: what :meth:`train_step` applies.
+
+        The same computation as a training step, bit for bit: the minibatch is encoded with
+        ``rng`` and simulated with the training weights of the gradient mode
+        (:meth:`training_weights`: ``'reference'`` the raw weights, ``'strict'`` the masked
+        ones), the loss is taken on the output layer and BPTT
+        (:func:`~sdsnn_brian.gradient.backward`) gives the gradients; in ``'strict'`` mode the
+        weight gradients of removed synapses are zeroed.  Returns :class:`Gradients` (loss,
+        scores, ``dW``, ``db``, the input spikes and the recording).
+
+        Nothing the training state holds changes: the parameters, masks, optimiser state,
+        counters and the removed synapses' gradient scores (``grad_score``, which a strict
+        :meth:`train_step` accumulates) are left as they were; only the simulator may be
+        built (compiled once) or reused.  Non-finite gradients are returned, not raised
+        (:meth:`train_step` raises ``FloatingPointError`` before updating).
+
+        ``images``: ``[B, n_in]`` (or ``[B, ...]`` flattened, or event frames ``[B, T, n_in]``);
+        ``labels``: ``[B]`` integer classes.  ``rng``: a ``numpy.random.Generator`` or an
+        integer seed for the input encoding; ``None`` uses ``default_rng([seed, epoch,
+        batch])``, the encoding :meth:`fit` draws for the minibatch at the trainer's current
+        position.  ``batch_size``: the simulator's batch size (default ``B``).
+        """
+        images, labels = as_arrays((images, labels), self.net.input.size, self.net.n_classes, "minibatch")
+        return self._gradients(images, labels, self._step_rng(rng), batch_size)
+
+    def _step_rng(self, rng):
+        if rng is None:
+            return np.random.default_rng([self.seed, self.epoch, self.batch])
+        if isinstance(rng, np.random.Generator):
+            return rng
+        if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+            return np.random.default_rng(int(rng))
+        raise TypeError(f"rng must be None, an integer seed or a numpy Generator, got {type(rng).__name__}")
+
+    def _gradients(self, images, labels, rng, batch_size=None) -> Gradients:
+        """:meth:`gradients` without checking its arguments (the training step's gradient)."""
         if self.comm.size > 1:
-            return self._train_step_distributed(images, labels, rng, batch_size)
+            return self._gradients_distributed(images, labels, rng, batch_size)
         t0 = time.perf_counter()
         weights = self.training_weights()
         x, rec = self._forward(images, rng, batch_size, weights, masked=self.gradient_mode == "strict")
@@ -328,23 +465,46 @@ class Trainer:
                          need_bias=any(b is not None for b in self.biases))
         dW = [g[0] for g in grads]
         db = [g[1] for g, b in zip(grads, self.biases) if b is not None]
-        self._check_gradient(dW, db)
-        t2 = time.perf_counter()
-        self._update(dW, db)
-        t3 = time.perf_counter()
         correct = int(np.sum(np.argmax(res.scores, axis=1) == labels))
-        return {"loss": res.value, "correct": correct, "n": len(labels), "t_forward": t1 - t0,
-                "t_backward": t2 - t1, "t_update": t3 - t2, **{f"t_{k}": v for k, v in rec.timings.items()}}
+        g = self._masked(Gradients(res.value, res.scores, correct, dW, db, x, rec))
+        g.timings = {"forward": t1 - t0, "backward": time.perf_counter() - t1}
+        return g
 
-    def _check_gradient(self, dW, db):
-        """Strict mode: score and freeze removed synapses; stop on a non-finite gradient."""
+    def _masked(self, g):
+        """Strict mode: the weight gradients of removed synapses zeroed (the unmasked ones kept)."""
+        g.dW_unmasked = g.dW
+        if self.gradient_mode == "strict":
+            g.dW = [d * m for d, m in zip(g.dW, self.masks)]
+        return g
+
+    def train_step(self, images, labels, rng=None, batch_size=None):
+        """Forward, loss, BPTT and update on one minibatch. Returns a dict of measurements.
+
+        The gradient is :meth:`gradients`'s (``rng`` as there); the step then accumulates the
+        removed synapses' scores (strict mode), stops on a non-finite gradient and lets the
+        optimiser update the parameters in place.
+        """
+        rng = self._step_rng(rng)
+        if self.comm.size > 1:
+            return self._train_step_distributed(images, labels, rng, batch_size)
+        g = self._gradients(images, labels, rng, batch_size)
+        t1 = time.perf_counter()
+        self._check_gradient(g)
+        t2 = time.perf_counter()
+        self._update(g.dW, g.db)
+        t3 = time.perf_counter()
+        return {"loss": g.loss, "correct": g.correct, "n": len(labels), "t_forward": g.timings["forward"],
+                "t_backward": g.timings["backward"] + (t2 - t1), "t_update": t3 - t2,
+                **{f"t_{k}": v for k, v in g.recording.timings.items()}}
+
+    def _check_gradient(self, g):
+        """Strict mode: score the removed synapses; stop on a non-finite gradient."""
         if self.gradient_mode == "strict":
             for k, m in enumerate(self.masks):
                 # virtual displacement of each removed synapse, -lr * sum dL/dw (weight units)
-                self.grad_score[k] -= self.optimizer.lr * dW[k] * (1 - m)
-                dW[k] = dW[k] * m
-        for g in dW + db:
-            if not np.all(np.isfinite(g)):
+                self.grad_score[k] -= self.optimizer.lr * g.dW_unmasked[k] * (1 - m)
+        for a in g.dW + g.db:
+            if not np.all(np.isfinite(a)):
                 raise FloatingPointError("the gradient contains NaN or infinite values; stopping before the update")
 
     def _update(self, dW, db):
@@ -358,14 +518,14 @@ class Trainer:
         """Simulator size of one rank's share of a global minibatch of ``batch_size``."""
         return -(-int(batch_size) // self.comm.size)
 
-    def _train_step_distributed(self, images, labels, rng, batch_size=None):
-        """:meth:`train_step` on this rank's contiguous share of the global minibatch.
+    def _gradients_distributed(self, images, labels, rng, batch_size=None):
+        """:meth:`gradients` of the global minibatch, this rank computing its contiguous share.
 
         The whole global minibatch is encoded with ``rng`` (the spikes one process
         would draw), then sliced; the loss gradient is scaled by ``local_B / global_B``
         so that the Allreduce sum over ranks is the one-process gradient.  Any
         exception on a rank is turned into a :class:`RankFailedError` on every rank
-        after the Allreduce, before any rank updates its weights.
+        after the Allreduce (before any rank could update its weights).
         """
         from .distributed import RankFailedError, injected_failure
 
@@ -378,7 +538,9 @@ class Trainer:
         dW = [np.zeros_like(w) for w in self.weights]
         db = [np.zeros_like(b) for b in self.biases if b is not None]
         loss = correct = 0.0
-        timings, error = {}, None
+        x = rec = None
+        scores = np.zeros((0, self.net.n_classes))
+        error = None
         t1 = t2 = t0
         try:
             injected_failure(comm.rank, getattr(self, "_step_index", None))
@@ -397,8 +559,8 @@ class Trainer:
                 dW = [g[0] for g in grads]
                 db = [g[1] for g, b in zip(grads, has_bias) if b]
                 loss = res.value * scale
+                scores = res.scores
                 correct = float(np.sum(np.argmax(res.scores, axis=1) == labels[lo:hi]))
-                timings = rec.timings
             t2 = time.perf_counter()
         except Exception as exc:  # reported to every rank below
             error = f"{type(exc).__name__}: {exc}"
@@ -413,14 +575,24 @@ class Trainer:
             errors = comm.allgather(error)
             raise RankFailedError("; ".join(f"rank {r} failed: {errors[r]}" for r in np.flatnonzero(summed[-1])))
         grads = [g.astype(a.dtype, copy=False) for g, a in zip(summed[:len(local)], local)]
-        dW, db = grads[:len(dW)], grads[len(dW):]
-        self._check_gradient(dW, db)
-        self._update(dW, db)
-        t4 = time.perf_counter()
         loss, correct = summed[-2]
-        return {"loss": float(loss), "correct": int(round(correct)), "n": B, "t_forward": t1 - t0,
-                "t_backward": t2 - t1, "t_allreduce": t3 - t2, "t_update": t4 - t3,
-                **{f"t_{k}": v for k, v in timings.items()}}
+        g = self._masked(Gradients(float(loss), scores, int(round(correct)), grads[:len(dW)], grads[len(dW):],
+                                   x, rec))
+        g.timings = {"forward": t1 - t0, "backward": t2 - t1, "allreduce": t3 - t2}
+        return g
+
+    def _train_step_distributed(self, images, labels, rng, batch_size=None):
+        """:meth:`train_step` on this rank's contiguous share of the global minibatch
+        (:meth:`_gradients_distributed`); every rank applies the same update."""
+        g = self._gradients_distributed(images, labels, rng, batch_size)
+        t3 = time.perf_counter()
+        self._check_gradient(g)
+        self._update(g.dW, g.db)
+        t4 = time.perf_counter()
+        sim = {} if g.recording is None else g.recording.timings
+        return {"loss": g.loss, "correct": g.correct, "n": len(labels), "t_forward": g.timings["forward"],
+                "t_backward": g.timings["backward"], "t_allreduce": g.timings["allreduce"], "t_update": t4 - t3,
+                **{f"t_{k}": v for k, v in sim.items()}}
 
     def _collective_call(self, fn, *args):
         """Run ``fn`` on every rank; an exception on any rank is raised on all of them.
