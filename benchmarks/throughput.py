@@ -138,6 +138,7 @@ from sdsnn_brian.data import TruncatedDataWarning  # noqa: E402
 from sdsnn_brian.device import Simulator  # noqa: E402
 from sdsnn_brian.gradient import backward  # noqa: E402
 from sdsnn_brian.models import mnist_fc  # noqa: E402
+from sdsnn_brian.rundir import EVAL_SEED_OFFSET  # noqa: E402
 
 DEVICE = "cpp_standalone"
 T = 20
@@ -177,7 +178,7 @@ def train_rng(k):
 
 
 def infer_rng(k):
-    return np.random.default_rng([args.seed, 10**6, k])
+    return np.random.default_rng([args.seed, EVAL_SEED_OFFSET, k])
 
 
 def random_mask(shape, density, rng):

@@ -4,26 +4,20 @@ A callback is any object with some of these methods, each taking the trainer fir
 ``on_fit_start(tr)``, ``on_batch_end(tr, batch, n_batches, measurements)``,
 ``on_structure_step(tr, stats)``, ``on_epoch_end(tr, record)``, ``on_fit_end(tr)``.
 
-Run directory layout (:class:`RunDirectory`)::
-
-    config.json        the resolved configuration (network, device, loss, optimiser, data, seed)
-    metrics.jsonl      one JSON object per epoch (losses, accuracies, timings, SOPs, structure)
-    structure.jsonl    one JSON object per structural step and layer (when a schedule is used)
-    structure_events.npz  every synapse removal/restoration: layer, flat index, step, kind
-    ckpt-EEEE-BBBBB.npz   checkpoints (epoch, batch), written atomically with a checksum
-    summary.json       final figures and the protocol that produced them
+:class:`RunDirectory` writes a run directory (``config.json``, ``metrics.jsonl``, checkpoints,
+``summary.json``, the structure log); its layout, file names and checkpoint keys are defined in
+:mod:`sdsnn_brian.rundir`, as is :func:`write_json_atomic` (re-exported here).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 import warnings
 
-import numpy as np
-
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .rundir import (CONFIG_FILE, METRICS_FILE, STRUCTURE_EVENTS_FILE, STRUCTURE_FILE, SUMMARY_FILE,
+                     checkpoint_name, write_atomic, write_json_atomic)
 
 __all__ = ["ProgressLogger", "RunDirectory", "LearningRateChange", "restore_latest", "write_json_atomic",
            "is_writer"]
@@ -36,32 +30,6 @@ def is_writer(tr) -> bool:
     same global state, so rank 0 alone writes the run directory and the progress.
     """
     return getattr(tr, "rank", 0) == 0
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
-
-
-def write_json_atomic(path, obj, lines=False):
-    """Write JSON (or JSON lines from a list) via a temporary file and a rename."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        if lines:
-            for item in obj:
-                fh.write(json.dumps(_jsonable(item)) + "\n")
-        else:
-            json.dump(_jsonable(obj), fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class ProgressLogger:
@@ -179,16 +147,15 @@ class RunDirectory:
         cfg = tr.config()
         cfg["protocol"] = self.protocol or " ".join(sys.argv)
         cfg.update(self.extra)
-        write_json_atomic(os.path.join(self.path, "config.json"), cfg)
+        write_json_atomic(os.path.join(self.path, CONFIG_FILE), cfg)
         # a resumed run rewrites the metrics it has restored, dropping anything written after
-        write_json_atomic(os.path.join(self.path, "metrics.jsonl"), tr.history, lines=True)
+        write_json_atomic(os.path.join(self.path, METRICS_FILE), tr.history, lines=True)
 
     def checkpoint(self, tr):
         arrays, meta = tr.state_dict()
         if "cli_args" in self.extra:  # the command's options travel with every checkpoint too
             meta["cli_args"] = self.extra["cli_args"]
-        name = f"ckpt-{tr.epoch:04d}-{tr.batch:05d}.npz"
-        save_checkpoint(os.path.join(self.path, name), arrays, meta)
+        save_checkpoint(os.path.join(self.path, checkpoint_name(tr.epoch, tr.batch)), arrays, meta)
         prune_checkpoints(self.path, keep=self.keep)
 
     def on_batch_end(self, tr, k, n_batches, m):
@@ -200,17 +167,14 @@ class RunDirectory:
     def write_structure(self, tr):
         """The schedule's per-step statistics and synapse event log, from its own state."""
         log = tr.structure.log
-        tmp = os.path.join(self.path, f"structure.jsonl.tmp{os.getpid()}")
-        with open(tmp, "w") as fh:
-            fh.write(log.stats_jsonl())
-        os.replace(tmp, os.path.join(self.path, "structure.jsonl"))
-        save_checkpoint(os.path.join(self.path, "structure_events.npz"), log.to_dict(),
+        write_atomic(os.path.join(self.path, STRUCTURE_FILE), log.stats_jsonl())
+        save_checkpoint(os.path.join(self.path, STRUCTURE_EVENTS_FILE), log.to_dict(),
                         {"layers": [spec.name for spec in tr.structure.layers], "steps": int(tr.structure.t)})
 
     def on_epoch_end(self, tr, record):
         if not is_writer(tr):
             return
-        write_json_atomic(os.path.join(self.path, "metrics.jsonl"), tr.history, lines=True)
+        write_json_atomic(os.path.join(self.path, METRICS_FILE), tr.history, lines=True)
         if tr.structure is not None:
             self.write_structure(tr)
         self.checkpoint(tr)
@@ -227,7 +191,7 @@ class RunDirectory:
             best = max(evaluated, key=lambda r: r["val_accuracy"])
             summary["best_val_accuracy"] = best["val_accuracy"]
             summary["best_epoch"] = best["epoch"]
-        write_json_atomic(os.path.join(self.path, "summary.json"), summary)
+        write_json_atomic(os.path.join(self.path, SUMMARY_FILE), summary)
 
 
 class LearningRateChange:

@@ -1,8 +1,8 @@
 """Checkpoints: named numpy arrays plus JSON metadata in one verified ``.npz``.
 
-* :func:`save_checkpoint` writes atomically: a temporary file in the target
-  directory is written, flushed and fsynced, then ``os.replace``-d over the
-  target and the directory is fsynced.  A crash, a full disk or an unwritable
+* :func:`save_checkpoint` writes atomically (:func:`sdsnn_brian.rundir.atomic_file`):
+  a temporary file in the target directory is written, flushed and fsynced, then
+  ``os.replace``-d over the target and the directory is fsynced.  A crash, a full disk or an unwritable
   directory leaves either the old file or the new one, never a mixture, and
   no temporary file behind; the error is an :class:`OSError` naming the path.
 * The file holds the arrays under their own names, the metadata as a JSON
@@ -24,14 +24,14 @@ from __future__ import annotations
 import errno as _errno
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .rundir import CHECKPOINT_PATTERN, atomic_file
 
 __all__ = [
     "save_checkpoint",
@@ -96,26 +96,6 @@ def _checksum(arrays: dict[str, np.ndarray], meta_json: str) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: Path):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some file systems refuse
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_error(path: Path, e: OSError) -> OSError:
-    msg = f"cannot write checkpoint {path}: {e.strerror or e}"
-    if e.errno is not None:
-        return OSError(e.errno, msg, str(path))  # becomes PermissionError etc. by errno
-    return OSError(msg)
-
-
 # --------------------------------------------------------------------------- save / load
 
 
@@ -163,24 +143,8 @@ def save_checkpoint(path, arrays: dict, meta: dict | None = None, *, compress: b
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(_errno.ENOENT, f"cannot write checkpoint {path}: directory {directory} does not exist", str(path))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, payload, compress)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise _write_error(path, e) from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    _fsync_dir(directory)
+    with atomic_file(path, what="checkpoint", private=True) as f:
+        _write_npz(f, payload, compress)
     return path
 
 
@@ -229,7 +193,7 @@ def _natural_key(name: str):
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
 
 
-def list_checkpoints(directory, pattern: str = "ckpt-*.npz") -> list[Path]:
+def list_checkpoints(directory, pattern: str = CHECKPOINT_PATTERN) -> list[Path]:
     """Files in ``directory`` matching ``pattern``, oldest first (see module doc for the order)."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -246,7 +210,7 @@ def list_checkpoints(directory, pattern: str = "ckpt-*.npz") -> list[Path]:
     return [p for _, p in found]
 
 
-def latest_checkpoint(directory, pattern: str = "ckpt-*.npz") -> Path | None:
+def latest_checkpoint(directory, pattern: str = CHECKPOINT_PATTERN) -> Path | None:
     """The newest checkpoint in ``directory`` that loads, or ``None``.
 
     Newer files that fail to load are skipped with a :class:`CheckpointWarning`.
@@ -261,7 +225,7 @@ def latest_checkpoint(directory, pattern: str = "ckpt-*.npz") -> Path | None:
     return None
 
 
-def prune_checkpoints(directory, keep: int = 3, pattern: str = "ckpt-*.npz") -> list[Path]:
+def prune_checkpoints(directory, keep: int = 3, pattern: str = CHECKPOINT_PATTERN) -> list[Path]:
     """Delete all but the newest ``keep`` loadable checkpoints; return the removed paths.
 
     Files are checked newest first until ``keep`` good ones are found; every

@@ -25,8 +25,9 @@ declared in its ``config.json``:
 * Weights and biases are baked into the project (static arrays), as is the input:
   the first ``samples`` images (by default of the MNIST test set) encoded exactly as
   :meth:`Trainer.evaluate`/:meth:`Trainer.predict` encode them (batch ``k`` of
-  ``batch_size`` images with ``default_rng([seed, 10**6, k])``), so the exported
-  project reproduces the trained network's predictions on them.
+  ``batch_size`` images with ``default_rng([seed, EVAL_SEED_OFFSET, k])``,
+  :data:`sdsnn_brian.rundir.EVAL_SEED_OFFSET`), so the exported project reproduces the
+  trained network's predictions on them.
 
 Output directory::
 
@@ -56,14 +57,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .builder import pack_input, present_synapses
+from .rundir import CONFIG_FILE, EVAL_SEED_OFFSET, MissingLayerArray, layer_arrays, write_atomic
 
 __all__ = ["export_network", "run_export", "load_export_results", "load_trained_run", "reduce_network",
            "encode_inputs", "network_from_config", "TrainedRun", "ReducedNetwork", "EXPORT_FORMAT"]
 
 EXPORT_FORMAT = "sdsnn-export-1"
 EXPORT_DEVICES = ("cuda_standalone", "cpp_standalone")
-#: seed offset of the evaluation encoding (Trainer.evaluate / Trainer.predict)
-EVAL_SEED_OFFSET = 10**6
 
 
 # -- reading a run directory ---------------------------------------------------------------
@@ -113,7 +113,7 @@ def load_trained_run(run_dir, net=None) -> TrainedRun:
         raise FileNotFoundError(f"run directory {run_dir!r} does not exist")
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"run directory {run_dir!r} is not a directory")
-    cfg_path = os.path.join(run_dir, "config.json")
+    cfg_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{run_dir!r} has no config.json: not a run directory (train first, e.g. "
                                 f"`sdsnn train --run-dir {run_dir}`)")
@@ -137,18 +137,15 @@ def load_trained_run(run_dir, net=None) -> TrainedRun:
     if key is not None and key != net.structure_key():
         raise ValueError(f"the network rebuilt from {cfg_path} does not match checkpoint {ckpt.name} "
                          "(a neuron model with changed parameters?); pass the declaration (net=...)")
-    weights, masks, biases = [], [], []
-    for k, (shape, layer) in enumerate(zip(net.weight_shapes, net.trained)):
-        for name in (f"weight_{k}", f"mask_{k}") + ((f"bias_{k}",) if layer.bias else ()):
-            if name not in arrays:
-                raise ValueError(f"checkpoint {ckpt} lacks {name!r}")
-        w, m = np.asarray(arrays[f"weight_{k}"], float), np.asarray(arrays[f"mask_{k}"], float)
+    shapes = list(net.weight_shapes)
+    try:
+        weights, masks, biases = layer_arrays(arrays, len(shapes), bias=[layer.bias for layer in net.trained])
+    except MissingLayerArray as exc:
+        raise ValueError(f"checkpoint {ckpt} lacks {exc.key!r}") from None
+    for k, (shape, w, m) in enumerate(zip(shapes, weights, masks)):
         if w.shape != shape or m.shape != shape:
             raise ValueError(f"checkpoint {ckpt}: layer {k + 1} arrays have shapes {w.shape}/{m.shape}, "
                              f"the network needs {shape}")
-        weights.append(w)
-        masks.append(m)
-        biases.append(np.asarray(arrays[f"bias_{k}"], float) if layer.bias else None)
     return TrainedRun(run_dir, net, cfg, str(ckpt), meta, weights, masks, biases)
 
 
@@ -418,11 +415,7 @@ def _prepare_out_dir(out_dir, overwrite):
 
 
 def _write_json(path, obj):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _child_env():

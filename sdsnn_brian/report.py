@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .callbacks import write_json_atomic
+from .rundir import COMPARISON_JSON_FILE, COMPARISON_MD_FILE, write_atomic, write_json_atomic
 
 __all__ = ["summarize", "structure_stable_since", "write_comparison", "comparison_markdown"]
 
@@ -118,10 +118,7 @@ def comparison_markdown(rows: dict, protocol: str) -> str:
 def write_comparison(run_dir, rows: dict, protocol: str):
     """Write ``comparison.md`` and ``comparison.json`` into ``run_dir``."""
     os.makedirs(run_dir, exist_ok=True)
-    write_json_atomic(os.path.join(run_dir, "comparison.json"), {"protocol": protocol, "runs": rows})
+    write_json_atomic(os.path.join(run_dir, COMPARISON_JSON_FILE), {"protocol": protocol, "runs": rows})
     text = comparison_markdown(rows, protocol)
-    tmp = os.path.join(run_dir, f"comparison.md.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, os.path.join(run_dir, "comparison.md"))
+    write_atomic(os.path.join(run_dir, COMPARISON_MD_FILE), text)
     return text

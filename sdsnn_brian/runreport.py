@@ -7,7 +7,8 @@
 
 A *run directory* is what :class:`~sdsnn_brian.callbacks.RunDirectory` writes (``config.json``,
 ``metrics.jsonl``, ``ckpt-*.npz``, ``summary.json``; with a structural schedule also
-``structure.jsonl`` and ``structure_events.npz``).  A *comparison directory* is what
+``structure.jsonl`` and ``structure_events.npz``; the layout and the checkpoint keys are defined in
+:mod:`sdsnn_brian.rundir`).  A *comparison directory* is what
 ``protocols/sdsnn_mnist.py`` writes: ``comparison.md``/``comparison.json`` over sub-run
 directories (``dense/``, ``sdsnn-reference/``, ``sdsnn-strict/``).
 
@@ -37,6 +38,9 @@ import numpy as np
 from . import energy as _en
 from . import lifetimes as _lt
 from . import plotting as _pl
+from .rundir import (COMPARISON_JSON_FILE, COMPARISON_MD_FILE, CONFIG_FILE, EVAL_SEED_OFFSET, METRICS_FILE,
+                     REPORT_DIR, STRUCTURE_EVENTS_FILE, STRUCTURE_FILE, STRUCTURE_PREFIX, SUMMARY_FILE,
+                     MissingLayerArray, layer_arrays, parse_checkpoint_name, write_atomic)
 
 __all__ = ["RunDirectoryError", "Run", "Simulation", "FigureSpec", "FIGURES", "load_run", "is_comparison_dir",
            "comparison_runs", "applicable", "make_figure", "render_figure", "write_report", "Report", "DPI",
@@ -106,11 +110,11 @@ class Run:
         if not os.path.isdir(self.path):
             raise RunDirectoryError(f"run directory {path!r} does not exist")
         need = "a run directory holds config.json, metrics.jsonl and ckpt-*.npz (written by Trainer.fit)"
-        cfg = os.path.join(self.path, "config.json")
+        cfg = os.path.join(self.path, CONFIG_FILE)
         if not os.path.isfile(cfg):
             raise RunDirectoryError(f"{path!r} is not a run directory: config.json is missing ({need})")
         self.config = _read_json(cfg)
-        met = os.path.join(self.path, "metrics.jsonl")
+        met = os.path.join(self.path, METRICS_FILE)
         if not os.path.isfile(met):
             raise RunDirectoryError(f"incomplete run directory {path!r}: metrics.jsonl is missing ({need})")
         self.metrics = _read_jsonl(met)
@@ -121,7 +125,7 @@ class Run:
             self.checkpoint = latest_checkpoint(self.path)
         if self.checkpoint is None:
             raise RunDirectoryError(f"incomplete run directory {path!r}: no readable checkpoint ckpt-*.npz")
-        summ = os.path.join(self.path, "summary.json")
+        summ = os.path.join(self.path, SUMMARY_FILE)
         self.summary = _read_json(summ) if os.path.isfile(summ) else None
         self.stats = self.log = None
         self.n_steps = 0
@@ -129,12 +133,12 @@ class Run:
             from .checkpoint import load_checkpoint
             from .structure.events import StructureLog
 
-            for fname in ("structure.jsonl", "structure_events.npz"):
+            for fname in (STRUCTURE_FILE, STRUCTURE_EVENTS_FILE):
                 if not os.path.isfile(os.path.join(self.path, fname)):
                     raise RunDirectoryError(f"incomplete run directory {path!r}: {fname} is missing (the "
                                             "configuration has a structural schedule)")
-            self.stats = StructureLog.read_stats_jsonl(os.path.join(self.path, "structure.jsonl"))
-            arrays, meta = load_checkpoint(os.path.join(self.path, "structure_events.npz"))
+            self.stats = StructureLog.read_stats_jsonl(os.path.join(self.path, STRUCTURE_FILE))
+            arrays, meta = load_checkpoint(os.path.join(self.path, STRUCTURE_EVENTS_FILE))
             self.log = StructureLog.from_dict(arrays)
             steps = [r["step"] for r in self.stats]
             self.n_steps = int(meta.get("steps", max(steps, default=-1) + 1))
@@ -169,8 +173,8 @@ class Run:
         meta = self._meta or {}
         if "epoch" in meta and "batch" in meta:
             return int(meta["epoch"]), int(meta["batch"])
-        m = re.fullmatch(r"ckpt-(\d+)-(\d+)\.npz", os.path.basename(self.checkpoint))
-        return (int(m[1]), int(m[2])) if m else (None, None)
+        pos = parse_checkpoint_name(self.checkpoint)
+        return pos if pos is not None and pos[1] is not None else (None, None)
 
     # -- configuration -------------------------------------------------------------
     @property
@@ -232,35 +236,31 @@ class Run:
             from .checkpoint import load_checkpoint
 
             self._arrays, self._meta = load_checkpoint(self.checkpoint)
-            for k in range(self.n_layers):
-                for key in (f"weight_{k}", f"mask_{k}"):
-                    if key not in self._arrays:
-                        raise RunDirectoryError(f"checkpoint {self.checkpoint} lacks {key}")
+            try:
+                layer_arrays(self._arrays, self.n_layers)
+            except MissingLayerArray as exc:
+                raise RunDirectoryError(f"checkpoint {self.checkpoint} lacks {exc.key}") from None
         return self._arrays
 
     @property
     def weights(self):
-        a = self.arrays()
-        return [np.asarray(a[f"weight_{k}"], dtype=np.float64) for k in range(self.n_layers)]
+        return layer_arrays(self.arrays(), self.n_layers)[0]
 
     @property
     def masks(self):
-        a = self.arrays()
-        return [np.asarray(a[f"mask_{k}"], dtype=np.float64) for k in range(self.n_layers)]
+        return layer_arrays(self.arrays(), self.n_layers)[1]
 
     @property
     def biases(self):
-        a = self.arrays()
-        return [np.asarray(a[f"bias_{k}"], dtype=np.float64) if f"bias_{k}" in a else None
-                for k in range(self.n_layers)]
+        return layer_arrays(self.arrays(), self.n_layers)[2]
 
     def spine_ranges(self, k):
         """``(r+, r-)`` of layer ``k`` from the checkpoint, or None without spine state."""
         a = self.arrays()
-        key = f"structure/layer{k}.spines.r_pos"
+        key = f"{STRUCTURE_PREFIX}layer{k}.spines.r_pos"
         if key not in a:
             return None
-        return np.asarray(a[key]), np.asarray(a[f"structure/layer{k}.spines.r_neg"])
+        return np.asarray(a[key]), np.asarray(a[f"{STRUCTURE_PREFIX}layer{k}.spines.r_neg"])
 
     def spine_layers(self) -> list:
         if not self.structural:
@@ -291,7 +291,7 @@ class Run:
             return None
         parent = os.path.dirname(self.path)
         cand = os.path.join(parent, "dense")
-        if os.path.isdir(cand) and os.path.isfile(os.path.join(cand, "config.json")):
+        if os.path.isdir(cand) and os.path.isfile(os.path.join(cand, CONFIG_FILE)):
             try:
                 r = Run(cand)
             except RunDirectoryError:
@@ -349,7 +349,7 @@ class Run:
         tr = Trainer(net, device=device, loss=self.config.get("loss", "rate_mse"), seed=int(self.config.get("seed", 0)),
                      threads=int(self.config.get("threads") or 0), cache_dir=cache_dir)
         tr.weights, tr.masks, tr.biases = self.weights, self.masks, self.biases
-        x, rec = tr.forward(images, np.random.default_rng([tr.seed, 10**6, 0]), max(bs, len(images)))
+        x, rec = tr.forward(images, np.random.default_rng([tr.seed, EVAL_SEED_OFFSET, 0]), max(bs, len(images)))
         res = tr.loss(rec.u[-1], rec.s[-1], labels)
         sim = Simulation(x=x, rec=rec, labels=labels, predictions=np.argmax(res.scores, axis=1),
                          dt=float(net.dt), theta=[d.theta for d in net.dynamics()],
@@ -365,22 +365,22 @@ def load_run(path) -> Run:
 
 def is_comparison_dir(path) -> bool:
     path = os.fspath(path)
-    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "config.json")):
+    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, CONFIG_FILE)):
         return False
-    if any(os.path.isfile(os.path.join(path, f)) for f in ("comparison.md", "comparison.json")):
+    if any(os.path.isfile(os.path.join(path, f)) for f in (COMPARISON_MD_FILE, COMPARISON_JSON_FILE)):
         return True
-    return any(os.path.isfile(os.path.join(path, d, "config.json")) for d in os.listdir(path))
+    return any(os.path.isfile(os.path.join(path, d, CONFIG_FILE)) for d in os.listdir(path))
 
 
 def comparison_runs(path) -> dict:
     """``{name: Run}`` of a comparison directory, in the order of ``comparison.json``."""
     path = os.fspath(path)
     names = None
-    cj = os.path.join(path, "comparison.json")
+    cj = os.path.join(path, COMPARISON_JSON_FILE)
     if os.path.isfile(cj):
         names = list(_read_json(cj).get("runs", {}))
     if not names:
-        names = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, "config.json")))
+        names = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, CONFIG_FILE)))
     if not names:
         raise RunDirectoryError(f"comparison directory {path!r} holds no sub-run directory with a config.json")
     out = {}
@@ -673,7 +673,7 @@ def render_figure(run_dir, name, out=None, **ctx) -> str:
     fig = make_figure(run, name, **ctx)
     if out is None:
         base = os.path.dirname(next(iter(run.values())).path) if isinstance(run, dict) else run.path
-        out = os.path.join(base, "report", f"{name}.png")
+        out = os.path.join(base, REPORT_DIR, f"{name}.png")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=DPI)
     return out
@@ -909,13 +909,6 @@ def _render(blocks, title):
     return "\n\n".join(md) + "\n", html_text
 
 
-def _write_text(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(run_dir, out=None, *, simulate=True, cache_dir=None, n_samples=None, samples=(0, 1, 2),
                  data=None) -> Report:
     """Write ``index.md`` and ``index.html`` with every figure (PNGs next to them) into ``out``
@@ -928,7 +921,7 @@ def write_report(run_dir, out=None, *, simulate=True, cache_dir=None, n_samples=
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise RunDirectoryError(f"run directory {run_dir!r} does not exist")
-    out = os.path.join(run_dir, "report") if out is None else os.fspath(out)
+    out = os.path.join(run_dir, REPORT_DIR) if out is None else os.fspath(out)
     os.makedirs(out, exist_ok=True)
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     report = Report(markdown=os.path.join(out, "index.md"), html=os.path.join(out, "index.html"))
@@ -940,7 +933,7 @@ def write_report(run_dir, out=None, *, simulate=True, cache_dir=None, n_samples=
         blocks = [("h", 1, title), ("p", f"Directory `{os.path.abspath(run_dir)}`, {len(runs)} runs "
                                          f"({', '.join(runs)}); report written {now}.")]
         blocks += [("p", f"**{n}: {note}**") for n, note in ((n, progress_note(r)) for n, r in runs.items()) if note]
-        cmp_md = os.path.join(run_dir, "comparison.md")
+        cmp_md = os.path.join(run_dir, COMPARISON_MD_FILE)
         if os.path.isfile(cmp_md):
             with open(cmp_md) as fh:
                 blocks += [("h", 2, "Comparison table (comparison.md)"), ("md", fh.read())]
@@ -966,6 +959,6 @@ def write_report(run_dir, out=None, *, simulate=True, cache_dir=None, n_samples=
                    ("table", ["figure", "reason"], [[k, v] for k, v in report.skipped.items()])]
     blocks.append(("p", "Energy figures are estimates: " + _en.FORMULA))
     md, ht = _render(blocks, title)
-    _write_text(report.markdown, md)
-    _write_text(report.html, ht)
+    write_atomic(report.markdown, md)
+    write_atomic(report.html, ht)
     return report

@@ -32,7 +32,8 @@ from .encoding import get_encoder
 from .gradient import backward
 from .losses import get_loss
 from .optim import get_optimizer
-from .rundir import open_run_directory
+from .rundir import (EVAL_SEED_OFFSET, OPTIMIZER_PREFIX, SCHEDULE_PREFIX, STRUCTURE_PREFIX, bias_key,
+                     grad_score_key, layer_arrays, mask_key, open_run_directory, weight_key)
 from .surrogate import get_surrogate
 
 __all__ = ["Trainer", "Gradients", "as_arrays"]
@@ -659,7 +660,7 @@ class Trainer:
         self.structure.log = log
 
     # -- evaluation -------------------------------------------------------------
-    def evaluate(self, dataset, batch_size=100, seed_offset=10**6):
+    def evaluate(self, dataset, batch_size=100, seed_offset=EVAL_SEED_OFFSET):
         """Loss, accuracy and synaptic operations per sample on ``dataset``.
 
         The input encoding of batch ``k`` uses ``default_rng([seed, seed_offset, k])``:
@@ -721,7 +722,7 @@ class Trainer:
         """Present fan-out of each presynaptic neuron per layer (conv and pooled layers: from their synapse maps)."""
         return [m.sum(axis=0) if cn.plain else cn.fanout(m) for m, cn in zip(self.masks, self.net.connections)]
 
-    def predict(self, images, batch_size=100, seed_offset=10**6):
+    def predict(self, images, batch_size=100, seed_offset=EVAL_SEED_OFFSET):
         """Predicted classes (argmax of the loss's scores) with the evaluation encoding."""
         images = np.asarray(images)
         n_in = self.net.input.size
@@ -922,19 +923,19 @@ class Trainer:
         """Everything needed to continue exactly: arrays and a JSON-able meta dict."""
         arrays = {}
         for k, (w, m) in enumerate(zip(self.weights, self.masks)):
-            arrays[f"weight_{k}"] = w
-            arrays[f"mask_{k}"] = m
-            arrays[f"grad_score_{k}"] = self.grad_score[k]
+            arrays[weight_key(k)] = w
+            arrays[mask_key(k)] = m
+            arrays[grad_score_key(k)] = self.grad_score[k]
             if self.biases[k] is not None:
-                arrays[f"bias_{k}"] = self.biases[k]
+                arrays[bias_key(k)] = self.biases[k]
         for key, v in self.optimizer.state_dict().items():
-            arrays[f"optim/{key}"] = np.asarray(v)
+            arrays[OPTIMIZER_PREFIX + key] = np.asarray(v)
         if self.lr_schedule is not None:
             for key, v in self.lr_schedule.state_dict().items():
-                arrays[f"sched/{key}"] = np.asarray(v)
+                arrays[SCHEDULE_PREFIX + key] = np.asarray(v)
         if self.structure is not None:
             for key, v in self.structure.state_dict().items():
-                arrays[f"structure/{key}"] = np.asarray(v)
+                arrays[STRUCTURE_PREFIX + key] = np.asarray(v)
         acc = None
         if self._epoch_acc is not None:
             acc = {k: v for k, v in self._epoch_acc.items() if k not in ("t0", "build0")}
@@ -945,18 +946,20 @@ class Trainer:
     def load_state_dict(self, arrays, meta):
         if meta.get("structure_key") not in (None, self.net.structure_key()):
             raise ValueError("the checkpoint belongs to a different network structure")
+        weights, masks, biases = layer_arrays(arrays, len(self.weights), copy=True,
+                                              bias=[b is not None for b in self.biases])
         for k in range(len(self.weights)):
-            self.weights[k] = np.array(arrays[f"weight_{k}"], dtype=float)
-            self.masks[k] = np.array(arrays[f"mask_{k}"], dtype=float)
+            self.weights[k] = weights[k]
+            self.masks[k] = masks[k]
             self._mask_changes += 1
-            self.grad_score[k] = np.array(arrays.get(f"grad_score_{k}", np.zeros_like(self.weights[k])), dtype=float)
-            if self.biases[k] is not None:
-                self.biases[k] = np.array(arrays[f"bias_{k}"], dtype=float)
-        self.optimizer.load_state_dict(_prefixed(arrays, "optim/"))
+            self.grad_score[k] = np.array(arrays.get(grad_score_key(k), np.zeros_like(self.weights[k])), dtype=float)
+            if biases[k] is not None:
+                self.biases[k] = biases[k]
+        self.optimizer.load_state_dict(_prefixed(arrays, OPTIMIZER_PREFIX))
         if self.lr_schedule is not None:
-            self.lr_schedule.load_state_dict(_prefixed(arrays, "sched/"))
+            self.lr_schedule.load_state_dict(_prefixed(arrays, SCHEDULE_PREFIX))
         if self.structure is not None:
-            self.structure.load_state_dict(_prefixed(arrays, "structure/"))
+            self.structure.load_state_dict(_prefixed(arrays, STRUCTURE_PREFIX))
         self.epoch = int(meta["epoch"])
         self.batch = int(meta["batch"])
         self.history = list(meta.get("history", []))

@@ -60,6 +60,8 @@ import time
 import numpy as np
 
 from .decoders import Decoder, Window, distortion, make_decoder
+from .rundir import (CONFIG_FILE, EVAL_SEED_OFFSET, METRICS_FILE, PARAMS_FILE, SUMMARY_FILE, checkpoint_name,
+                     vdib_bias_key, vdib_weight_key, write_json_atomic)
 
 __all__ = ["sigmoid", "bernoulli_kl", "kl_sample", "readout_noise", "readout_eligibility", "ParameterBaseline",
            "score_function_gradient", "score_grad_u", "straight_through_grad_u", "VDIBTrainer", "ESTIMATORS"]
@@ -429,8 +431,8 @@ class VDIBTrainer:
     # -- checkpoints --------------------------------------------------------------------------
     def param_arrays(self) -> dict:
         """The trained arrays by name: encoder weights ``W{k}``, biases ``b{k}``, decoder ``dec.{i}``."""
-        arrays = {f"W{k}": w for k, w in enumerate(self.W)}
-        arrays.update({f"b{k}": b for k, b in enumerate(self.b) if b is not None})
+        arrays = {vdib_weight_key(k): w for k, w in enumerate(self.W)}
+        arrays.update({vdib_bias_key(k): b for k, b in enumerate(self.b) if b is not None})
         arrays.update(self.decoder.state())
         return arrays
 
@@ -456,10 +458,10 @@ class VDIBTrainer:
             dst[...] = src
 
         for k, w in enumerate(self.W):
-            put(w, f"W{k}")
+            put(w, vdib_weight_key(k))
         for k, b in enumerate(self.b):
             if b is not None:
-                put(b, f"b{k}")
+                put(b, vdib_bias_key(k))
         self.decoder.load_state(arrays)
         for prefix, opt in (("enc_optim/", self.enc_opt), ("dec_optim/", self.dec_opt)):
             opt.load_state_dict({k[len(prefix):]: (v.item() if np.ndim(v) == 0 else v)
@@ -498,7 +500,6 @@ class VDIBTrainer:
         newest valid checkpoint of ``run_dir`` is loaded first and training continues from its
         epoch, giving the same result as an uninterrupted run.  Returns the history.
         """
-        from .callbacks import write_json_atomic
         from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 
         stream = stream or sys.stdout
@@ -509,7 +510,7 @@ class VDIBTrainer:
             os.makedirs(run_dir, exist_ok=True)
             cfg = self.config()
             cfg["protocol"] = protocol or " ".join(sys.argv)
-            write_json_atomic(os.path.join(run_dir, "config.json"), cfg)
+            write_json_atomic(os.path.join(run_dir, CONFIG_FILE), cfg)
         if resume:
             if not run_dir:
                 raise ValueError("resume=True needs the run_dir to resume from")
@@ -545,12 +546,12 @@ class VDIBTrainer:
             print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in rec.items()}),
                   file=stream, flush=True)
             if run_dir:
-                write_json_atomic(os.path.join(run_dir, "metrics.jsonl"), self.history, lines=True)
-                save_checkpoint(os.path.join(run_dir, f"ckpt-{self.epoch:04d}.npz"), *self.state_dict())
+                write_json_atomic(os.path.join(run_dir, METRICS_FILE), self.history, lines=True)
+                save_checkpoint(os.path.join(run_dir, checkpoint_name(self.epoch)), *self.state_dict())
                 prune_checkpoints(run_dir, keep=2)
         if run_dir:
-            save_checkpoint(os.path.join(run_dir, "params.npz"), self.param_arrays(), {"epoch": self.epoch})
-            write_json_atomic(os.path.join(run_dir, "summary.json"),
+            save_checkpoint(os.path.join(run_dir, PARAMS_FILE), self.param_arrays(), {"epoch": self.epoch})
+            write_json_atomic(os.path.join(run_dir, SUMMARY_FILE),
                               {"final": self.history[-1] if self.history else {}, "config": self.config(),
                                "wall_seconds": time.perf_counter() - t_start,
                                "protocol": protocol or " ".join(sys.argv)})
@@ -558,14 +559,14 @@ class VDIBTrainer:
 
     def evaluate(self, inputs, targets) -> dict:
         """Mean distortion, KL sample, loss, readout rate and firing probability over a data set
-        (one noise sample per input, from ``default_rng([seed, 10**6, k])``); ``accuracy``
+        (one noise sample per input, from ``default_rng([seed, EVAL_SEED_OFFSET, k])``); ``accuracy``
         for labels, per-output ``bce`` and ``mse`` for images."""
         inputs, targets = self._check_data(inputs, targets)
         tot = {}
         n = len(inputs)
         for k in range(-(-n // self.batch_size)):
             sl = slice(k * self.batch_size, (k + 1) * self.batch_size)
-            f = self.forward(inputs[sl], targets[sl], np.random.default_rng([self.seed, 10 ** 6, k]))
+            f = self.forward(inputs[sl], targets[sl], np.random.default_rng([self.seed, EVAL_SEED_OFFSET, k]))
             B = f["z"].shape[1]
             part = {"distortion": f["D"].sum(), "kl": f["KL"].sum(), "loss": f["signal"].sum(),
                     "rate": f["z"].mean(axis=(0, 2)).sum(), "p_fire": sigmoid(f["u"]).mean(axis=(0, 2)).sum()}

@@ -13,6 +13,7 @@ import numpy as np
 
 from .decoders import Window
 from .network import Dense, Input, Network
+from .rundir import RESULTS_FILE, RESULTS_REPORT_FILE, write_atomic, write_json_atomic
 from .vdib import VDIBTrainer
 
 __all__ = ["vdib_encoder", "train_and_test", "mean_std", "summarise", "write_results", "markdown_table"]
@@ -100,18 +101,13 @@ def markdown_table(header, rows) -> str:
 
 def write_results(run_dir, results: dict, report: str):
     """``results.json`` and ``report.md`` in ``run_dir`` (atomic)."""
-    from .callbacks import write_json_atomic
-
     os.makedirs(run_dir, exist_ok=True)
     results = dict(results)
     results.setdefault("machine", {"python": platform.python_version(), "node": platform.node(),
                                    "cpus": os.cpu_count()})
-    write_json_atomic(os.path.join(run_dir, "results.json"), results)
-    tmp = os.path.join(run_dir, f"report.md.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(report)
-    os.replace(tmp, os.path.join(run_dir, "report.md"))
-    return os.path.join(run_dir, "report.md")
+    write_json_atomic(os.path.join(run_dir, RESULTS_FILE), results)
+    write_atomic(os.path.join(run_dir, RESULTS_REPORT_FILE), report)
+    return os.path.join(run_dir, RESULTS_REPORT_FILE)
 
 
 def fmt(ms, scale=1.0, digits=2) -> str:

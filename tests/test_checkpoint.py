@@ -2,6 +2,7 @@
 
 import errno
 import os
+import tempfile
 import zipfile
 
 import numpy as np
@@ -201,7 +202,7 @@ def test_replace_failure_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     def boom(src, dst):
         raise PermissionError(errno.EACCES, "Permission denied", str(dst))
 
-    monkeypatch.setattr(ck.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(PermissionError, match="ckpt-1.npz"):
         save_checkpoint(p, {"x": np.zeros(3)}, {"v": 2})
     assert p.read_bytes() == before
@@ -234,7 +235,7 @@ def test_fsync_failure_leaves_no_temp(tmp_path, monkeypatch):
     def bad_fsync(fd):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(ck.os, "fsync", bad_fsync)
+    monkeypatch.setattr(os, "fsync", bad_fsync)
     with pytest.raises(OSError, match="new.npz"):
         save_checkpoint(tmp_path / "new.npz", {"x": np.ones(1)}, {})
     assert list(tmp_path.iterdir()) == []
@@ -265,7 +266,7 @@ def test_unwritable_directory_mkstemp(tmp_path, monkeypatch):
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path))
 
-    monkeypatch.setattr(ck.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(tempfile, "mkstemp", denied)  # the temp file: rundir.atomic_file
     with pytest.raises(PermissionError) as ei:
         save_checkpoint(tmp_path / "ckpt-9.npz", {"x": np.ones(2)}, {})
     assert "ckpt-9.npz" in str(ei.value)
