@@ -80,6 +80,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..rundir import atomic_file, write_json_atomic
 from .errors import CorruptDataError
 
 __all__ = [
@@ -553,15 +554,8 @@ def _array_digest(a: np.ndarray) -> str:
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, what="decoded CIFAR-10 cache") as f:
+        np.save(f, arr)
 
 
 def _decoded_paths(cache_dir: Path, md5: str, split: str) -> tuple[Path, Path, Path]:
@@ -600,10 +594,7 @@ def _store_decoded(cache_dir: Path, md5: str, split: str, images: np.ndarray, la
     _save_npy_atomic(lab_p, labels.astype(np.int64))
     mark = {"version": _CACHE_VERSION, "archive_md5": md5, "split": split, "n": int(len(images)),
             "images_sha256": _array_digest(images), "labels_sha256": _array_digest(labels.astype(np.int64))}
-    fd, tmp = tempfile.mkstemp(prefix=f".{mark_p.name}.", suffix=".tmp", dir=cache_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(mark, f)
-    os.replace(tmp, mark_p)  # last: the cache is complete
+    write_json_atomic(mark_p, mark)  # last: the cache is complete
 
 
 # --------------------------------------------------------------------------- dataset
