@@ -91,7 +91,7 @@ class TimelinePlan:
     def describe(self) -> str:
         n = self.needs
         return (f"{self.steps} structural steps (one every {self.structure_every} minibatches, timeline "
-                f"compressed x{self.compress:g}; it prunes from step {n['prune']} and is complete at step "
+                f"compressed x{self.compress:g}; it first prunes at its {n['prune']}th step and is complete after "
                 f"{n['complete']}; {self.chosen})")
 
 
