@@ -476,7 +476,7 @@ def cmd_sweep(args):
     import time
 
     from .distributed import SingleProcess
-    from .report import comparison_markdown, summarize, write_comparison
+    from .reporting.comparison import comparison_markdown, summarize, write_comparison
 
     comm = _communicator(args.distributed)
     runs = _sweep_runs(args)
@@ -590,7 +590,7 @@ def _add_figure_options(p):
 
 
 def _add_plot(sub):
-    from .runreport import FIGURE_NAMES
+    from .reporting.figures import FIGURE_NAMES
 
     p = sub.add_parser("plot", help="draw one figure of a run into a PNG",
                        description="Draw one figure of a run directory (or 'comparison' of a comparison directory) "
@@ -603,7 +603,7 @@ def _add_plot(sub):
 
 
 def cmd_report(args):
-    from .runreport import write_report
+    from .reporting.page import write_report
 
     rep = write_report(args.run_dir, args.out, simulate=not args.no_simulate, cache_dir=args.cache_dir,
                        samples=args.samples)
@@ -614,7 +614,7 @@ def cmd_report(args):
 
 
 def cmd_plot(args):
-    from .runreport import FIGURE_NAMES, render_figure
+    from .reporting.figures import FIGURE_NAMES, render_figure
 
     if args.figure not in FIGURE_NAMES:
         raise ValueError(f"unknown figure {args.figure!r}; known figures: {', '.join(FIGURE_NAMES)}")

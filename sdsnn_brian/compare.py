@@ -13,7 +13,7 @@ import os
 
 from .callbacks import RunDirectory
 from .optim import Adam, CosineLR
-from .report import summarize, write_comparison
+from .reporting.comparison import summarize, write_comparison
 from .structure import StructureSchedule, network_layer_specs
 from .structure.timeline import COMMAND_LINE_HINT, DEFAULT_STEPS_PER_EPOCH, check_timeline, fit_timeline
 from .trainer import Trainer

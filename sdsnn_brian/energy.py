@@ -44,7 +44,7 @@ PJ = 1e-12
 E_AC = E_AC_PJ * PJ
 E_MAC = E_MAC_PJ * PJ
 #: the formula as text, for figure captions
-FORMULA = ("E_SNN = SOPs x E_AC,  E_ANN = MACs x E_MAC;  E_AC = 0.9 pJ, E_MAC = 4.6 pJ "
+FORMULA = (f"E_SNN = SOPs x E_AC,  E_ANN = MACs x E_MAC;  E_AC = {E_AC_PJ} pJ, E_MAC = {E_MAC_PJ} pJ "
            "(45 nm, FP32, Horowitz 2014); SOPs = presynaptic spikes x present fan-out, summed over layers "
            "and steps. Estimates.")
 

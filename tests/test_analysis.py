@@ -212,6 +212,24 @@ def test_sops_match_the_trainers_evaluation(run, comparison, cache_dir):
     assert sim.estimate["sops_dense"] >= sim.estimate["sops"]
 
 
+def test_report_simulation_is_the_trainers_forward_pass(run, cache_dir):
+    """The report simulates without a Trainer (Simulator + encoder + the checkpoint's arrays): the
+    same input spikes and recording as Trainer.forward with the evaluation encoding."""
+    from sdsnn_brian.rundir import EVAL_SEED_OFFSET
+
+    sim = run.simulate(cache_dir=cache_dir)
+    assert run.config["seed"] == 1
+    tr = Trainer(run.build_network(), loss=run.config.get("loss", "rate_mse"), seed=1, cache_dir=cache_dir)
+    tr.weights, tr.masks, tr.biases = run.weights, run.masks, run.biases
+    x, rec = tr.forward(sim_images(len(sim.labels)), np.random.default_rng([1, EVAL_SEED_OFFSET, 0]),
+                        max(BATCH, len(sim.labels)))
+    np.testing.assert_array_equal(x, sim.x)
+    for got, want in zip(sim.rec.s + sim.rec.u, rec.s + rec.u):
+        np.testing.assert_array_equal(got, want)
+    res = tr.loss(rec.u[-1], rec.s[-1], sim.labels)
+    np.testing.assert_array_equal(sim.predictions, np.argmax(res.scores, axis=1))
+
+
 def sim_images(n):
     return MNIST(train=False, limit=n).images
 
