@@ -1,6 +1,6 @@
 """Shared command line of the analysis scripts: a run (or comparison) directory in, PNGs out.
 
-Each script names its figure family; the drawing is :func:`sdsnn_brian.runreport.render_figure`.
+Each script names its figure family; the drawing is :func:`sdsnn_brian.reporting.figures.render_figure`.
 Given a comparison directory, every sub-run the figures apply to gets its own PNGs under
 ``OUT/<sub-run>/``.
 """
@@ -10,7 +10,7 @@ import sys
 
 
 def run_family(names, description, argv=None):
-    from sdsnn_brian.runreport import (FIGURES, RunDirectoryError, applicable, comparison_runs,
+    from sdsnn_brian.reporting import (FIGURES, RunDirectoryError, applicable, comparison_runs,
                                        is_comparison_dir, load_run, render_figure)
 
     prog = os.path.basename(sys.argv[0]) if argv is None else "analysis"

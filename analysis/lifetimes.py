@@ -3,7 +3,7 @@
     python analysis/lifetimes.py RUN_DIR [--out DIR] [--cache-dir DIR] [--samples 0 1 2]
 
 Writes lifetimes.png into DIR (default RUN_DIR/report); thin wrapper over
-:mod:`sdsnn_brian.runreport` (the same figures as ``sdsnn plot RUN_DIR --figure NAME``).
+:mod:`sdsnn_brian.reporting.figures` (the same figures as ``sdsnn plot RUN_DIR --figure NAME``).
 """
 import sys
 

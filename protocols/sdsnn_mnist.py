@@ -41,7 +41,7 @@ import sys
 from sdsnn_brian import MNIST
 from sdsnn_brian.compare import add_run_dir_options, add_structure_options, compare_structures
 from sdsnn_brian.models import mnist_fc
-from sdsnn_brian.runreport import write_report
+from sdsnn_brian.reporting import write_report
 from sdsnn_brian.structure import SDSNNConfig
 
 parser = argparse.ArgumentParser(description="SD-SNN against a dense baseline on MNIST")

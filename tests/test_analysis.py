@@ -439,3 +439,19 @@ def test_damaged_config_json_is_named(tmp_path, capsys):
     assert cli_main(["report", run, "--no-simulate"]) == 2
     err = capsys.readouterr().err
     assert cfg in err and "damaged" in err.replace(cfg, "")
+
+
+def test_old_report_paths_reexport_the_reporting_package_which_needs_no_trainer():
+    import ast
+    import glob
+
+    from sdsnn_brian import plotting, report, reporting
+
+    assert rr.Run is reporting.Run and rr.write_report is reporting.write_report
+    assert report.summarize is reporting.summarize and pl.plot_raster is reporting.plots.plot_raster
+    for path in glob.glob(os.path.join(ROOT, "sdsnn_brian", "reporting", "*.py")):
+        tree = ast.parse(open(path).read())
+        mods = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(m.split(".")[-1] in ("trainer", "callbacks") for m in mods), path
+        assert "0.9 pJ" not in open(path).read() and "4.6 pJ" not in open(path).read(), path
+    assert plotting.ENERGY_CAPTION == reporting.plots.ENERGY_CAPTION
