@@ -265,6 +265,9 @@ class Trainer:
         self.allow_short_structure = bool(allow_short_structure)
         self.structure_steps_planned = None
         self.callbacks = list(callbacks)
+        # what fit was given (None until the first fit): config.json records them
+        self.epochs = self.batch_size = self.n_train = None
+        self.validation = None
         self.weights, self.biases, self.masks = _initial_params(
             net, *net.init_params(np.random.default_rng([self.seed, 2**31])), weights, biases, masks)
         self.grad_score = [np.zeros_like(w) for w in self.weights]
@@ -282,6 +285,7 @@ class Trainer:
         self._masked_runs = self._switched_at = 0  # minibatches on the masked path; the last new build
         self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
+        self._step_index = None  # the run's minibatch being trained (epoch * batches + batch), in fit
         #: seconds spent generating and compiling builds (kept out of the training and evaluation times)
         self.build_seconds = 0.0
         self._owned_run_dir = None  # the run directory this trainer wrote (it may go on training there)
@@ -453,22 +457,62 @@ class Trainer:
         raise TypeError(f"rng must be None, an integer seed or a numpy Generator, got {type(rng).__name__}")
 
     def _gradients(self, images, labels, rng, batch_size=None) -> Gradients:
-        """:meth:`gradients` without checking its arguments (the training step's gradient)."""
-        if self.comm.size > 1:
-            return self._gradients_distributed(images, labels, rng, batch_size)
+        """:meth:`gradients` without checking its arguments (the training step's gradient).
+
+        One path for one process and for ``K`` ranks (one process is rank 0 of 1: its share
+        is the whole minibatch, the Allreduce the identity).  The whole global minibatch is
+        encoded with ``rng`` (the spikes one process would draw), then this rank's contiguous
+        share is simulated; the loss gradient is scaled by ``local_B / global_B`` so that the
+        Allreduce sum over ranks is the one-process gradient.  With several ranks an
+        exception on a rank is turned into a :class:`RankFailedError` on every rank after the
+        Allreduce (before any rank could update its weights); one process raises it as is.
+        """
+        from .distributed import injected_failure, local_part, reduce_or_fail
+
+        comm = self.comm
         t0 = time.perf_counter()
+        B = len(labels)
+        lo, hi = comm.share(B)
         weights = self.training_weights()
-        x, rec = self._forward(images, rng, batch_size, weights, masked=self.gradient_mode == "strict")
-        t1 = time.perf_counter()
-        res = self.loss(rec.u[-1], rec.s[-1], labels)
-        grads = backward(self.dynamics, x, rec.u, rec.s, weights, res.grad_s, res.grad_u,
-                         self.surrogate, detach_reset=self.detach_reset, dtype=self.backward_dtype,
-                         need_bias=any(b is not None for b in self.biases))
-        dW = [g[0] for g in grads]
-        db = [g[1] for g, b in zip(grads, self.biases) if b is not None]
-        correct = int(np.sum(np.argmax(res.scores, axis=1) == labels))
-        g = self._masked(Gradients(res.value, res.scores, correct, dW, db, x, rec))
-        g.timings = {"forward": t1 - t0, "backward": time.perf_counter() - t1}
+        has_bias = [b is not None for b in self.biases]
+
+        def zeros():
+            return [np.zeros_like(w) for w in self.weights], [np.zeros_like(b) for b in self.biases if b is not None]
+
+        def local():
+            injected_failure(comm.rank, self._step_index)
+            x = self.encode(images, rng)[:, lo:hi]
+            if hi == lo:
+                return (x, None, np.zeros((0, self.net.n_classes)), *zeros(), 0.0, 0.0, t0, time.perf_counter())
+            rec = self.simulator(self._local_batch(batch_size or B),
+                                 masked=self.gradient_mode == "strict").run(x, weights, self.biases)
+            t1 = time.perf_counter()
+            res = self.loss(rec.u[-1], rec.s[-1], labels[lo:hi])
+            scale = (hi - lo) / B
+            grads = backward(self.dynamics, x, rec.u, rec.s, weights,
+                             None if res.grad_s is None else res.grad_s * scale,
+                             None if res.grad_u is None else res.grad_u * scale,
+                             self.surrogate, detach_reset=self.detach_reset, dtype=self.backward_dtype,
+                             need_bias=any(has_bias))
+            dW = [g[0] for g in grads]
+            db = [g[1] for g, b in zip(grads, has_bias) if b]
+            correct = float(np.sum(np.argmax(res.scores, axis=1) == labels[lo:hi]))
+            return x, rec, res.scores, dW, db, res.value * scale, correct, t1, time.perf_counter()
+
+        out, error = local_part(comm, local)
+        if error is not None:  # reported to every rank by reduce_or_fail
+            out = (None, None, np.zeros((0, self.net.n_classes)), *zeros(), 0.0, 0.0, t0, t0)
+        x, rec, scores, dW, db, loss, correct, t1, t2 = out
+        local_grads = dW + db
+        summed = reduce_or_fail(comm, local_grads + [np.array([loss, correct])], error)
+        t3 = time.perf_counter()
+        grads = [g.astype(a.dtype, copy=False) for g, a in zip(summed[:len(local_grads)], local_grads)]
+        loss, correct = summed[-1]
+        g = self._masked(Gradients(float(loss), scores, int(round(correct)), grads[:len(dW)], grads[len(dW):],
+                                   x, rec))
+        g.timings = {"forward": t1 - t0, "backward": t2 - t1}
+        if comm.size > 1:
+            g.timings["allreduce"] = t3 - t2
         return g
 
     def _masked(self, g):
@@ -485,18 +529,17 @@ class Trainer:
         removed synapses' scores (strict mode), stops on a non-finite gradient and lets the
         optimiser update the parameters in place.
         """
-        rng = self._step_rng(rng)
-        if self.comm.size > 1:
-            return self._train_step_distributed(images, labels, rng, batch_size)
-        g = self._gradients(images, labels, rng, batch_size)
+        g = self._gradients(images, labels, self._step_rng(rng), batch_size)
         t1 = time.perf_counter()
         self._check_gradient(g)
         t2 = time.perf_counter()
         self._update(g.dW, g.db)
         t3 = time.perf_counter()
+        sim = {} if g.recording is None else g.recording.timings  # a rank without a share simulated nothing
         return {"loss": g.loss, "correct": g.correct, "n": len(labels), "t_forward": g.timings["forward"],
-                "t_backward": g.timings["backward"] + (t2 - t1), "t_update": t3 - t2,
-                **{f"t_{k}": v for k, v in g.recording.timings.items()}}
+                "t_backward": g.timings["backward"] + (t2 - t1),
+                **({"t_allreduce": g.timings["allreduce"]} if "allreduce" in g.timings else {}),
+                "t_update": t3 - t2, **{f"t_{k}": v for k, v in sim.items()}}
 
     def _check_gradient(self, g):
         """Strict mode: score the removed synapses; stop on a non-finite gradient."""
@@ -518,82 +561,6 @@ class Trainer:
     def _local_batch(self, batch_size):
         """Simulator size of one rank's share of a global minibatch of ``batch_size``."""
         return -(-int(batch_size) // self.comm.size)
-
-    def _gradients_distributed(self, images, labels, rng, batch_size=None):
-        """:meth:`gradients` of the global minibatch, this rank computing its contiguous share.
-
-        The whole global minibatch is encoded with ``rng`` (the spikes one process
-        would draw), then sliced; the loss gradient is scaled by ``local_B / global_B``
-        so that the Allreduce sum over ranks is the one-process gradient.  Any
-        exception on a rank is turned into a :class:`RankFailedError` on every rank
-        after the Allreduce (before any rank could update its weights).
-        """
-        from .distributed import RankFailedError, injected_failure
-
-        comm = self.comm
-        t0 = time.perf_counter()
-        B = len(labels)
-        lo, hi = comm.share(B)
-        weights = self.training_weights()
-        has_bias = [b is not None for b in self.biases]
-        dW = [np.zeros_like(w) for w in self.weights]
-        db = [np.zeros_like(b) for b in self.biases if b is not None]
-        loss = correct = 0.0
-        x = rec = None
-        scores = np.zeros((0, self.net.n_classes))
-        error = None
-        t1 = t2 = t0
-        try:
-            injected_failure(comm.rank, getattr(self, "_step_index", None))
-            x = self.encode(images, rng)[:, lo:hi]
-            if hi > lo:
-                rec = self.simulator(self._local_batch(batch_size or B),
-                                     masked=self.gradient_mode == "strict").run(x, weights, self.biases)
-                t1 = time.perf_counter()
-                res = self.loss(rec.u[-1], rec.s[-1], labels[lo:hi])
-                scale = (hi - lo) / B
-                grads = backward(self.dynamics, x, rec.u, rec.s, weights,
-                                 None if res.grad_s is None else res.grad_s * scale,
-                                 None if res.grad_u is None else res.grad_u * scale,
-                                 self.surrogate, detach_reset=self.detach_reset, dtype=self.backward_dtype,
-                                 need_bias=any(has_bias))
-                dW = [g[0] for g in grads]
-                db = [g[1] for g, b in zip(grads, has_bias) if b]
-                loss = res.value * scale
-                scores = res.scores
-                correct = float(np.sum(np.argmax(res.scores, axis=1) == labels[lo:hi]))
-            t2 = time.perf_counter()
-        except Exception as exc:  # reported to every rank below
-            error = f"{type(exc).__name__}: {exc}"
-            dW = [np.zeros_like(w) for w in self.weights]
-            db = [np.zeros_like(b) for b in self.biases if b is not None]
-        failed = np.zeros(comm.size)
-        failed[comm.rank] = error is not None
-        local = dW + db
-        summed = comm.allreduce_sum(local + [np.array([loss, correct]), failed])
-        t3 = time.perf_counter()
-        if summed[-1].any():
-            errors = comm.allgather(error)
-            raise RankFailedError("; ".join(f"rank {r} failed: {errors[r]}" for r in np.flatnonzero(summed[-1])))
-        grads = [g.astype(a.dtype, copy=False) for g, a in zip(summed[:len(local)], local)]
-        loss, correct = summed[-2]
-        g = self._masked(Gradients(float(loss), scores, int(round(correct)), grads[:len(dW)], grads[len(dW):],
-                                   x, rec))
-        g.timings = {"forward": t1 - t0, "backward": t2 - t1, "allreduce": t3 - t2}
-        return g
-
-    def _train_step_distributed(self, images, labels, rng, batch_size=None):
-        """:meth:`train_step` on this rank's contiguous share of the global minibatch
-        (:meth:`_gradients_distributed`); every rank applies the same update."""
-        g = self._gradients_distributed(images, labels, rng, batch_size)
-        t3 = time.perf_counter()
-        self._check_gradient(g)
-        self._update(g.dW, g.db)
-        t4 = time.perf_counter()
-        sim = {} if g.recording is None else g.recording.timings
-        return {"loss": g.loss, "correct": g.correct, "n": len(labels), "t_forward": g.timings["forward"],
-                "t_backward": g.timings["backward"], "t_allreduce": g.timings["allreduce"], "t_update": t4 - t3,
-                **{f"t_{k}": v for k, v in sim.items()}}
 
     def _collective_call(self, fn, *args):
         """Run ``fn`` on every rank; an exception on any rank is raised on all of them.
@@ -667,31 +634,15 @@ class Trainer:
         the same spikes at every evaluation.
         """
         x_all, y_all = as_arrays(dataset, self.net.input.size, self.net.n_classes, "validation set")
-        if self.comm.size > 1:
-            return self._evaluate_distributed(x_all, y_all, batch_size, seed_offset)
-        total_loss = correct = 0.0
-        sops = 0.0
-        present = self._fanout()
-        for k, start in enumerate(range(0, len(x_all), batch_size)):
-            xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
-            x, rec = self.forward(xb, np.random.default_rng([self.seed, seed_offset, k]), batch_size)
-            res = self.loss(rec.u[-1], rec.s[-1], yb)
-            total_loss += res.value * len(yb)
-            correct += np.sum(np.argmax(res.scores, axis=1) == yb)
-            pre = [x] + rec.s[:-1]
-            sops += sum(float(np.sum(p.sum(axis=(0, 1)) * f)) for p, f in zip(pre, present))
-        n = len(y_all)
-        return {"loss": total_loss / n, "accuracy": correct / n, "sops_per_sample": sops / n}
+        from .distributed import local_part, reduce_or_fail
 
-    def _evaluate_distributed(self, x_all, y_all, batch_size, seed_offset):
-        """:meth:`evaluate` with every batch encoded as one process would, then split across ranks."""
-        from .distributed import RankFailedError
-
+        # every batch is encoded as one process would, then split across the ranks (one
+        # process: its share is the whole batch, the Allreduce the identity)
         comm = self.comm
         sums = np.zeros(3)  # loss * n, correct, SOPs
         present = self._fanout()
-        error = None
-        try:
+
+        def local():
             for k, start in enumerate(range(0, len(x_all), batch_size)):
                 xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
                 x = self.encode(xb, np.random.default_rng([self.seed, seed_offset, k]))
@@ -706,17 +657,11 @@ class Trainer:
                 sums[1] += np.sum(np.argmax(res.scores, axis=1) == yb[lo:hi])
                 pre = [x] + rec.s[:-1]
                 sums[2] += sum(float(np.sum(p.sum(axis=(0, 1)) * f)) for p, f in zip(pre, present))
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        failed = np.zeros(comm.size)
-        failed[comm.rank] = error is not None
-        sums, failed = comm.allreduce_sum([sums, failed])
-        if failed.any():
-            errors = comm.allgather(error)
-            raise RankFailedError("; ".join(f"rank {r} failed during evaluation: {errors[r]}"
-                                            for r in np.flatnonzero(failed)))
+
+        _, error = local_part(comm, local)
+        total, = reduce_or_fail(comm, [sums], error, " during evaluation")
         n = len(y_all)
-        return {"loss": sums[0] / n, "accuracy": sums[1] / n, "sops_per_sample": sums[2] / n}
+        return {"loss": total[0] / n, "accuracy": total[1] / n, "sops_per_sample": total[2] / n}
 
     def _fanout(self):
         """Present fan-out of each presynaptic neuron per layer (conv and pooled layers: from their synapse maps)."""
@@ -902,9 +847,8 @@ class Trainer:
         if self.structure_steps_planned is not None:
             cfg["structural_steps_planned"] = self.structure_steps_planned
             cfg["allow_short_structure"] = self.allow_short_structure
-        for key in ("epochs", "batch_size", "n_train"):
-            if hasattr(self, key):
-                cfg[key] = getattr(self, key)
+        if self.epochs is not None:  # set by fit
+            cfg.update(epochs=self.epochs, batch_size=self.batch_size, n_train=self.n_train)
         if self.comm.size > 1:
             cfg["ranks"] = self.comm.size
         return cfg
