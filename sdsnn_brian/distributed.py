@@ -41,7 +41,7 @@ import sys
 import numpy as np
 
 __all__ = ["Communicator", "SingleProcess", "MPICommunicator", "get_communicator", "share",
-           "RankFailedError", "injected_failure", "mpi_available", "local_part", "reduce_or_fail"]
+           "RankFailedError", "injected_failure", "mpi_available", "local_part", "reduce_or_fail", "collective_call", "on_root"]
 
 
 class RankFailedError(RuntimeError):
@@ -90,6 +90,38 @@ def reduce_or_fail(comm, arrays, error, during=""):
     return summed
 
 
+def collective_call(comm, fn, *args):
+    """Run ``fn(*args)`` on every rank; an exception on any rank is raised on all of them.
+
+    The failing rank raises its own exception, the others a :class:`RankFailedError`
+    naming it, so no rank is left waiting in a collective for one that stopped.  One
+    process: just ``fn(*args)``.
+    """
+    if comm.size == 1:
+        return fn(*args)
+    out = err = None
+    try:
+        out = fn(*args)
+    except Exception as exc:
+        err = exc
+    errors = comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
+    if err is not None:
+        try:
+            err.reported_to_all_ranks = True  # the other ranks raise RankFailedError naming this one
+        except AttributeError:
+            pass
+        raise err
+    bad = [(r, e) for r, e in enumerate(errors) if e is not None]
+    if bad:
+        raise RankFailedError("; ".join(f"rank {r} failed: {e}" for r, e in bad))
+    return out
+
+
+def on_root(comm, fn, *args):
+    """``fn(*args)`` on rank 0 only (its result on rank 0, None elsewhere); failures reach every rank."""
+    return collective_call(comm, lambda: fn(*args) if comm.is_root else None)
+
+
 def _pack(arrays):
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0)
@@ -121,6 +153,10 @@ class Communicator:
     def share(self, n: int) -> tuple[int, int]:
         """This rank's contiguous slice of ``n`` items (:func:`share`)."""
         return share(n, self.rank, self.size)
+
+    def local_size(self, n: int) -> int:
+        """The largest share of ``n`` items (a rank's simulator batch size for a global minibatch of ``n``)."""
+        return -(-int(n) // self.size)
 
     def __repr__(self):
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .builds import SimulatorPool
 from .device import Simulator
+from .distributed import collective_call, on_root
 from .encoding import get_encoder
 from .gradient import backward
 from .losses import get_loss
@@ -37,6 +39,20 @@ from .rundir import (EVAL_SEED_OFFSET, OPTIMIZER_PREFIX, SCHEDULE_PREFIX, STRUCT
 from .surrogate import get_surrogate
 
 __all__ = ["Trainer", "Gradients", "as_arrays"]
+
+
+class _Delegated:
+    """A Trainer attribute kept in its :class:`~sdsnn_brian.builds.SimulatorPool` (``trainer.builds``);
+    on the class, the pool class's value (``Trainer.COMPACT_SWITCH_EVERY``)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return getattr(SimulatorPool if obj is None else obj.builds, self.name)
+
+    def __set__(self, obj, value):
+        setattr(obj.builds, self.name, value)
 
 
 def as_arrays(dataset, n_in=None, n_classes=None, what="dataset"):
@@ -275,22 +291,15 @@ class Trainer:
         self.batch = 0  # batches completed within the current epoch
         self.history = []
         self.run_dir = None
-        self._sim = None
-        self.compact = bool(compact)
         if weight_dtype not in ("float64", "float32"):
             raise ValueError(f"weight_dtype must be 'float64' or 'float32', got {weight_dtype!r}")
         self.weight_dtype = weight_dtype
-        self._compact_sim = self._compact_seen = self._compact_choice = None
-        self._compact_recheck = float("inf")  # masked minibatch at which a postponed decision is due
-        self._masked_runs = self._switched_at = 0  # minibatches on the masked path; the last new build
+        #: the full and compacted builds and the policy choosing between them (:mod:`sdsnn_brian.builds`)
+        self.builds = SimulatorPool(self._new_simulator, compact=compact, root=self.comm.is_root)
         self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
         self._step_index = None  # the run's minibatch being trained (epoch * batches + batch), in fit
-        #: seconds spent generating and compiling builds (kept out of the training and evaluation times)
-        self.build_seconds = 0.0
         self._owned_run_dir = None  # the run directory this trainer wrote (it may go on training there)
-        #: say "compiling the network (about N s ...)" before a compilation (rank 0)
-        self.announce_builds = True
 
     #: Parameter-sized float64 arrays a training run holds at once (weights, masks, gradient
     #: scores, gradients, the weights the simulation runs with, two optimiser moments, one
@@ -308,92 +317,31 @@ class Trainer:
         return [w * m for w, m in zip(self.weights, self.masks)]
 
     def simulator(self, batch_size, masked=False):
-        """The simulator for minibatches of ``batch_size``.
+        """The simulator for minibatches of ``batch_size``, built (:meth:`SimulatorPool.simulator
+        <sdsnn_brian.builds.SimulatorPool.simulator>`).
 
         ``masked``: the weights it will run with are zero wherever a synapse was removed
-        (:meth:`effective_weights`).  Then, with ``compact=True``, once the build for the
-        current masks (``Simulator(masks=...)``: rows onto the living neurons, or the present
-        synapses alone) holds at most 80 % of the full build's synapses, the simulation runs
-        on it, so it costs less as the structure shrinks.  A build keeps serving as long as
-        every present synapse is in it and the build for the current masks would not hold
-        30 % fewer synapses; otherwise the build for the current masks takes over, but only
-        once ``COMPACT_SWITCH_EVERY`` minibatches have run on this path since the start or
-        the last change (meanwhile a build that still runs the structure, or the full one,
-        serves): a change costs code generation and, unless cached, a compilation.
+        (:meth:`effective_weights`); then, with ``compact=True``, a build holding only the
+        present synapses may run it (the policy and its ``COMPACT_*`` constants are in
+        :mod:`sdsnn_brian.builds`).
         """
-        if masked and self.compact:
-            sim = self._compacted_simulator(batch_size)
-            if sim is not None:
-                return self._built(sim)
-        if self._sim is None or self._sim.batch_size != batch_size:
-            if self._sim is not None:
-                self._sim.close()
-            self._sim = self._new_simulator(batch_size)
-        return self._built(self._sim)
-
-    def _built(self, sim):
-        """``sim``, generated and compiled now if it never was: the time goes to ``build_seconds``,
-        not to the minibatch that first uses it, and a compilation is announced first (rank 0)."""
-        if sim.device == "runtime" or getattr(sim, "_objects", None) is not None:
-            return sim
-        announce = not sim.compiled and self.comm.is_root and self.announce_builds
-        if announce:
-            print(f"compiling the network for {sim.device} (about {_expected_build_seconds(sim)} s, once; "
-                  f"cached in {sim.project_dir})", flush=True)
-        t0 = time.perf_counter()
-        sim.build()
-        seconds = time.perf_counter() - t0
-        self.build_seconds += seconds
-        if announce:
-            _record_build_seconds(sim, seconds)
-            print(f"compiled in {seconds:.0f} s", flush=True)
-        return sim
-
-    #: A compacted build keeps serving while the build for the current masks would hold at
-    #: least this fraction of its synapses.
-    COMPACT_REBUILD = 0.7
-    #: No compacted build while it would hold more than this fraction of the full build's synapses.
-    COMPACT_ABOVE = 0.8
+        return self.builds.simulator(batch_size, self.masks if masked else None, self._mask_changes)
 
     def _new_simulator(self, batch_size, masks=None):
         return Simulator(self.net, batch_size, self.device, threads=self.threads, cache_dir=self.cache_dir,
                          cuda_options=self.cuda_options, masks=masks, weight_dtype=self.weight_dtype)
 
-    #: Minibatches run on the masked path before the first compacted build and between two
-    #: changes of it: a change generates the project's code (about 2 s for 784-400-10 here) and
-    #: compiles it unless it is in the cache (about 7 s), against up to 20 ms saved per minibatch.
-    COMPACT_SWITCH_EVERY = 500
-
-    def _compacted_simulator(self, batch_size):
-        """The compacted build to use now, or ``None`` for the full one (see :meth:`simulator`)."""
-        self._masked_runs += 1
-        seen = (batch_size, tuple(id(m) for m in self.masks), self._mask_changes,
-                tuple(int(np.count_nonzero(m)) for m in self.masks))
-        if self._compact_seen == seen and self._masked_runs < self._compact_recheck:
-            return self._compact_choice
-        self._compact_seen, self._compact_recheck = seen, float("inf")
-        current = self._compact_sim
-        usable = current is not None and current.batch_size == batch_size
-        masks = [(m != 0).astype(np.float64) for m in self.masks]
-        usable = usable and current.holds(masks)
-        candidate = self._new_simulator(batch_size, masks)  # nothing is built until it runs
-        if usable and candidate.synapses_built >= self.COMPACT_REBUILD * current.synapses_built:
-            self._compact_choice = current  # it runs this structure, and a new build would not save enough
-            return current
-        if candidate.synapses_built > self.COMPACT_ABOVE * self._new_simulator(batch_size).synapses_built:
-            candidate = None
-        elif self._masked_runs - self._switched_at < self.COMPACT_SWITCH_EVERY:
-            # not worth a new build yet: keep one that still runs this structure, else the full one,
-            # until the next change is due
-            self._compact_recheck = self._switched_at + self.COMPACT_SWITCH_EVERY
-            self._compact_choice = current if usable else None
-            return self._compact_choice
-        else:
-            self._switched_at = self._masked_runs
-        if current is not None:
-            current.close()
-        self._compact_sim = self._compact_choice = candidate
-        return candidate
+    # the build state lives in self.builds; these names stay (tests, benchmarks, callbacks use them)
+    _sim = _Delegated("full")
+    _compact_sim = _Delegated("compacted")
+    compact = _Delegated("compact")
+    #: seconds spent generating and compiling builds (kept out of the training and evaluation times)
+    build_seconds = _Delegated("build_seconds")
+    #: say "compiling the network (about N s ...)" before a compilation (rank 0)
+    announce_builds = _Delegated("announce")
+    COMPACT_REBUILD = _Delegated("COMPACT_REBUILD")
+    COMPACT_ABOVE = _Delegated("COMPACT_ABOVE")
+    COMPACT_SWITCH_EVERY = _Delegated("COMPACT_SWITCH_EVERY")
 
     # -- one minibatch --------------------------------------------------------
     def encode(self, images, rng):
@@ -484,7 +432,7 @@ class Trainer:
             x = self.encode(images, rng)[:, lo:hi]
             if hi == lo:
                 return (x, None, np.zeros((0, self.net.n_classes)), *zeros(), 0.0, 0.0, t0, time.perf_counter())
-            rec = self.simulator(self._local_batch(batch_size or B),
+            rec = self.simulator(comm.local_size(batch_size or B),
                                  masked=self.gradient_mode == "strict").run(x, weights, self.biases)
             t1 = time.perf_counter()
             res = self.loss(rec.u[-1], rec.s[-1], labels[lo:hi])
@@ -557,43 +505,7 @@ class Trainer:
             if not np.all(np.isfinite(w)):
                 raise FloatingPointError(f"parameter {k} became NaN or infinite after the update")
 
-    # -- data parallelism (see sdsnn_brian.distributed) ---------------------------
-    def _local_batch(self, batch_size):
-        """Simulator size of one rank's share of a global minibatch of ``batch_size``."""
-        return -(-int(batch_size) // self.comm.size)
-
-    def _collective_call(self, fn, *args):
-        """Run ``fn`` on every rank; an exception on any rank is raised on all of them.
-
-        The failing rank raises its own exception, the others a
-        :class:`~sdsnn_brian.distributed.RankFailedError` naming it, so no rank is
-        left waiting in a collective for one that stopped.
-        """
-        if self.comm.size == 1:
-            return fn(*args)
-        from .distributed import RankFailedError
-
-        out = err = None
-        try:
-            out = fn(*args)
-        except Exception as exc:
-            err = exc
-        errors = self.comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
-        if err is not None:
-            try:
-                err.reported_to_all_ranks = True  # the other ranks raise RankFailedError naming this one
-            except AttributeError:
-                pass
-            raise err
-        bad = [(r, e) for r, e in enumerate(errors) if e is not None]
-        if bad:
-            raise RankFailedError("; ".join(f"rank {r} failed: {e}" for r, e in bad))
-        return out
-
-    def _on_root(self, fn, *args):
-        """``fn`` on rank 0 only (its result on rank 0, None elsewhere); failures reach every rank."""
-        return self._collective_call(lambda: fn(*args) if self.comm.is_root else None)
-
+    # -- data parallelism (the protocol: sdsnn_brian.distributed) -------------------
     def sync_state(self):
         """Make every rank hold rank 0's complete state (parameters, optimiser, schedule, counters)."""
         if self.comm.size == 1:
@@ -650,7 +562,7 @@ class Trainer:
                 if hi == lo:
                     continue
                 x = x[:, lo:hi]
-                rec = self.simulator(self._local_batch(batch_size), masked=True).run(
+                rec = self.simulator(comm.local_size(batch_size), masked=True).run(
                     x, self.effective_weights(), self.biases)
                 res = self.loss(rec.u[-1], rec.s[-1], yb[lo:hi])
                 sums[0] += res.value * (hi - lo)
@@ -730,7 +642,7 @@ class Trainer:
             # only rank 0 writes the run directory; it holds its lock until fit ends
             # a trainer continuing in the directory it wrote itself goes on (like a resume)
             own = self._owned_run_dir is not None and os.path.abspath(run_dir) == self._owned_run_dir
-            lock = self._on_root(lambda: open_run_directory(run_dir, resume=resume or own, overwrite=overwrite))
+            lock = on_root(self.comm, lambda: open_run_directory(run_dir, resume=resume or own, overwrite=overwrite))
             self._owned_run_dir = os.path.abspath(run_dir)
         try:
             return self._fit(x_all, y_all, epochs, batch_size, validation, run_dir, resume, log_every,
@@ -747,7 +659,7 @@ class Trainer:
             if not any(isinstance(c, cb.RunDirectory) for c in self.callbacks):
                 self.callbacks.insert(0, cb.RunDirectory(run_dir))
             if resume:
-                self._on_root(cb.restore_latest, self, run_dir)
+                on_root(self.comm, cb.restore_latest, self, run_dir)
         self.sync_state()  # ranks start from rank 0's state (a resumed checkpoint included)
         if not any(isinstance(c, cb.ProgressLogger) for c in self.callbacks) and log_every:
             self.callbacks.append(cb.ProgressLogger(every=log_every))
@@ -860,7 +772,7 @@ class Trainer:
                 if fn is not None:
                     fn(self, *args)
 
-        self._collective_call(call)  # one process: just call()
+        collective_call(self.comm, call)  # one process: just call()
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self):
@@ -909,44 +821,6 @@ class Trainer:
         self.history = list(meta.get("history", []))
         acc = meta.get("epoch_acc")
         self._epoch_acc = None if acc is None else {**acc, "t0": time.perf_counter()}
-
-
-_BUILD_TIMES = "build_seconds.json"
-
-
-def _expected_build_seconds(sim) -> int:
-    """How long a compilation is likely to take: the median of the last ones recorded in the cache
-    for this device (30 s for C++, 150 s for CUDA when none is)."""
-    default = 150 if sim.device == "cuda_standalone" else 30
-    try:
-        import json
-
-        with open(os.path.join(os.path.dirname(sim.project_dir), _BUILD_TIMES)) as fh:
-            seen = json.load(fh).get(sim.device) or []
-        return int(round(float(np.median(seen)))) if seen else default
-    except (OSError, ValueError, TypeError, AttributeError):
-        return default
-
-
-def _record_build_seconds(sim, seconds):
-    """Remember a compilation's duration for :func:`_expected_build_seconds` (best effort)."""
-    import json
-
-    from .callbacks import write_json_atomic
-
-    path = os.path.join(os.path.dirname(sim.project_dir), _BUILD_TIMES)
-    try:
-        with open(path) as fh:
-            seen = json.load(fh)
-        if not isinstance(seen, dict):
-            seen = {}
-    except (OSError, ValueError):
-        seen = {}
-    try:
-        seen[sim.device] = (list(seen.get(sim.device) or []) + [round(float(seconds), 1)])[-9:]
-        write_json_atomic(path, seen)
-    except (OSError, TypeError):
-        pass
 
 
 def _nan_message(exc, epoch, batch, run_dir):
