@@ -28,7 +28,7 @@ Test hook
 what a failing rank does to a job: with ``SDSNN_FAIL_RANK=r`` and
 ``SDSNN_FAIL_AT_BATCH=n`` in the environment, rank ``r`` raises a
 ``RuntimeError`` when it starts minibatch ``n`` of the run (counted from 0 over
-all epochs, ``epoch * batches_per_epoch + batch``) in distributed training;
+all epochs, ``epoch * batches_per_epoch + batch``) in training (one process is rank 0 of 1);
 with ``SDSNN_FAIL_HOW=exit`` as well it exits at once instead (``os._exit(3)``,
 no clean-up: a crash or an out-of-memory kill), which ``mpiexec`` answers by
 stopping the other ranks.  Without these variables it does nothing.
@@ -41,7 +41,7 @@ import sys
 import numpy as np
 
 __all__ = ["Communicator", "SingleProcess", "MPICommunicator", "get_communicator", "share",
-           "RankFailedError", "injected_failure", "mpi_available"]
+           "RankFailedError", "injected_failure", "mpi_available", "local_part", "reduce_or_fail", "collective_call", "on_root"]
 
 
 class RankFailedError(RuntimeError):
@@ -57,6 +57,69 @@ def share(n: int, rank: int, size: int) -> tuple[int, int]:
     base, extra = divmod(int(n), int(size))
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (1 if rank < extra else 0)
+
+
+def local_part(comm, fn):
+    """This rank's part of a collective step: ``(fn(), None)``, or ``(None, "Type: message")`` when
+    ``fn`` raised on a rank of several (:func:`reduce_or_fail` then reports it to every rank).
+
+    One process (rank 0 of 1) has nobody to tell: the exception is raised as it is.
+    """
+    try:
+        return fn(), None
+    except Exception as exc:
+        if comm.size == 1:
+            raise
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def reduce_or_fail(comm, arrays, error, during=""):
+    """``comm.allreduce_sum(arrays)`` with each rank's failure flag in the same Allreduce.
+
+    ``error``: this rank's :func:`local_part` error (``None``: it succeeded).  When any rank
+    failed, every rank raises the same :class:`RankFailedError` naming the failed ranks and
+    their errors (``during``: e.g. ``" during evaluation"``), so none waits in a later
+    collective for one that stopped.
+    """
+    failed = np.zeros(comm.size)
+    failed[comm.rank] = error is not None
+    *summed, failed = comm.allreduce_sum(list(arrays) + [failed])
+    if failed.any():
+        errors = comm.allgather(error)
+        raise RankFailedError("; ".join(f"rank {r} failed{during}: {errors[r]}" for r in np.flatnonzero(failed)))
+    return summed
+
+
+def collective_call(comm, fn, *args):
+    """Run ``fn(*args)`` on every rank; an exception on any rank is raised on all of them.
+
+    The failing rank raises its own exception, the others a :class:`RankFailedError`
+    naming it, so no rank is left waiting in a collective for one that stopped.  One
+    process: just ``fn(*args)``.
+    """
+    if comm.size == 1:
+        return fn(*args)
+    out = err = None
+    try:
+        out = fn(*args)
+    except Exception as exc:
+        err = exc
+    errors = comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
+    if err is not None:
+        try:
+            err.reported_to_all_ranks = True  # the other ranks raise RankFailedError naming this one
+        except AttributeError:
+            pass
+        raise err
+    bad = [(r, e) for r, e in enumerate(errors) if e is not None]
+    if bad:
+        raise RankFailedError("; ".join(f"rank {r} failed: {e}" for r, e in bad))
+    return out
+
+
+def on_root(comm, fn, *args):
+    """``fn(*args)`` on rank 0 only (its result on rank 0, None elsewhere); failures reach every rank."""
+    return collective_call(comm, lambda: fn(*args) if comm.is_root else None)
 
 
 def _pack(arrays):
@@ -90,6 +153,10 @@ class Communicator:
     def share(self, n: int) -> tuple[int, int]:
         """This rank's contiguous slice of ``n`` items (:func:`share`)."""
         return share(n, self.rank, self.size)
+
+    def local_size(self, n: int) -> int:
+        """The largest share of ``n`` items (a rank's simulator batch size for a global minibatch of ``n``)."""
+        return -(-int(n) // self.size)
 
     def __repr__(self):
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .builds import SimulatorPool
 from .device import Simulator
+from .distributed import collective_call, on_root
 from .encoding import get_encoder
 from .gradient import backward
 from .losses import get_loss
@@ -37,6 +39,20 @@ from .rundir import (EVAL_SEED_OFFSET, OPTIMIZER_PREFIX, SCHEDULE_PREFIX, STRUCT
 from .surrogate import get_surrogate
 
 __all__ = ["Trainer", "Gradients", "as_arrays"]
+
+
+class _Delegated:
+    """A Trainer attribute kept in its :class:`~sdsnn_brian.builds.SimulatorPool` (``trainer.builds``);
+    on the class, the pool class's value (``Trainer.COMPACT_SWITCH_EVERY``)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return getattr(SimulatorPool if obj is None else obj.builds, self.name)
+
+    def __set__(self, obj, value):
+        setattr(obj.builds, self.name, value)
 
 
 def as_arrays(dataset, n_in=None, n_classes=None, what="dataset"):
@@ -265,6 +281,9 @@ class Trainer:
         self.allow_short_structure = bool(allow_short_structure)
         self.structure_steps_planned = None
         self.callbacks = list(callbacks)
+        # what fit was given (None until the first fit): config.json records them
+        self.epochs = self.batch_size = self.n_train = None
+        self.validation = None
         self.weights, self.biases, self.masks = _initial_params(
             net, *net.init_params(np.random.default_rng([self.seed, 2**31])), weights, biases, masks)
         self.grad_score = [np.zeros_like(w) for w in self.weights]
@@ -272,21 +291,15 @@ class Trainer:
         self.batch = 0  # batches completed within the current epoch
         self.history = []
         self.run_dir = None
-        self._sim = None
-        self.compact = bool(compact)
         if weight_dtype not in ("float64", "float32"):
             raise ValueError(f"weight_dtype must be 'float64' or 'float32', got {weight_dtype!r}")
         self.weight_dtype = weight_dtype
-        self._compact_sim = self._compact_seen = self._compact_choice = None
-        self._compact_recheck = float("inf")  # masked minibatch at which a postponed decision is due
-        self._masked_runs = self._switched_at = 0  # minibatches on the masked path; the last new build
+        #: the full and compacted builds and the policy choosing between them (:mod:`sdsnn_brian.builds`)
+        self.builds = SimulatorPool(self._new_simulator, compact=compact, root=self.comm.is_root)
         self._mask_changes = 0  # structural steps and loads since construction
         self._epoch_acc = None
-        #: seconds spent generating and compiling builds (kept out of the training and evaluation times)
-        self.build_seconds = 0.0
+        self._step_index = None  # the run's minibatch being trained (epoch * batches + batch), in fit
         self._owned_run_dir = None  # the run directory this trainer wrote (it may go on training there)
-        #: say "compiling the network (about N s ...)" before a compilation (rank 0)
-        self.announce_builds = True
 
     #: Parameter-sized float64 arrays a training run holds at once (weights, masks, gradient
     #: scores, gradients, the weights the simulation runs with, two optimiser moments, one
@@ -304,92 +317,31 @@ class Trainer:
         return [w * m for w, m in zip(self.weights, self.masks)]
 
     def simulator(self, batch_size, masked=False):
-        """The simulator for minibatches of ``batch_size``.
+        """The simulator for minibatches of ``batch_size``, built (:meth:`SimulatorPool.simulator
+        <sdsnn_brian.builds.SimulatorPool.simulator>`).
 
         ``masked``: the weights it will run with are zero wherever a synapse was removed
-        (:meth:`effective_weights`).  Then, with ``compact=True``, once the build for the
-        current masks (``Simulator(masks=...)``: rows onto the living neurons, or the present
-        synapses alone) holds at most 80 % of the full build's synapses, the simulation runs
-        on it, so it costs less as the structure shrinks.  A build keeps serving as long as
-        every present synapse is in it and the build for the current masks would not hold
-        30 % fewer synapses; otherwise the build for the current masks takes over, but only
-        once ``COMPACT_SWITCH_EVERY`` minibatches have run on this path since the start or
-        the last change (meanwhile a build that still runs the structure, or the full one,
-        serves): a change costs code generation and, unless cached, a compilation.
+        (:meth:`effective_weights`); then, with ``compact=True``, a build holding only the
+        present synapses may run it (the policy and its ``COMPACT_*`` constants are in
+        :mod:`sdsnn_brian.builds`).
         """
-        if masked and self.compact:
-            sim = self._compacted_simulator(batch_size)
-            if sim is not None:
-                return self._built(sim)
-        if self._sim is None or self._sim.batch_size != batch_size:
-            if self._sim is not None:
-                self._sim.close()
-            self._sim = self._new_simulator(batch_size)
-        return self._built(self._sim)
-
-    def _built(self, sim):
-        """``sim``, generated and compiled now if it never was: the time goes to ``build_seconds``,
-        not to the minibatch that first uses it, and a compilation is announced first (rank 0)."""
-        if sim.device == "runtime" or getattr(sim, "_objects", None) is not None:
-            return sim
-        announce = not sim.compiled and self.comm.is_root and self.announce_builds
-        if announce:
-            print(f"compiling the network for {sim.device} (about {_expected_build_seconds(sim)} s, once; "
-                  f"cached in {sim.project_dir})", flush=True)
-        t0 = time.perf_counter()
-        sim.build()
-        seconds = time.perf_counter() - t0
-        self.build_seconds += seconds
-        if announce:
-            _record_build_seconds(sim, seconds)
-            print(f"compiled in {seconds:.0f} s", flush=True)
-        return sim
-
-    #: A compacted build keeps serving while the build for the current masks would hold at
-    #: least this fraction of its synapses.
-    COMPACT_REBUILD = 0.7
-    #: No compacted build while it would hold more than this fraction of the full build's synapses.
-    COMPACT_ABOVE = 0.8
+        return self.builds.simulator(batch_size, self.masks if masked else None, self._mask_changes)
 
     def _new_simulator(self, batch_size, masks=None):
         return Simulator(self.net, batch_size, self.device, threads=self.threads, cache_dir=self.cache_dir,
                          cuda_options=self.cuda_options, masks=masks, weight_dtype=self.weight_dtype)
 
-    #: Minibatches run on the masked path before the first compacted build and between two
-    #: changes of it: a change generates the project's code (about 2 s for 784-400-10 here) and
-    #: compiles it unless it is in the cache (about 7 s), against up to 20 ms saved per minibatch.
-    COMPACT_SWITCH_EVERY = 500
-
-    def _compacted_simulator(self, batch_size):
-        """The compacted build to use now, or ``None`` for the full one (see :meth:`simulator`)."""
-        self._masked_runs += 1
-        seen = (batch_size, tuple(id(m) for m in self.masks), self._mask_changes,
-                tuple(int(np.count_nonzero(m)) for m in self.masks))
-        if self._compact_seen == seen and self._masked_runs < self._compact_recheck:
-            return self._compact_choice
-        self._compact_seen, self._compact_recheck = seen, float("inf")
-        current = self._compact_sim
-        usable = current is not None and current.batch_size == batch_size
-        masks = [(m != 0).astype(np.float64) for m in self.masks]
-        usable = usable and current.holds(masks)
-        candidate = self._new_simulator(batch_size, masks)  # nothing is built until it runs
-        if usable and candidate.synapses_built >= self.COMPACT_REBUILD * current.synapses_built:
-            self._compact_choice = current  # it runs this structure, and a new build would not save enough
-            return current
-        if candidate.synapses_built > self.COMPACT_ABOVE * self._new_simulator(batch_size).synapses_built:
-            candidate = None
-        elif self._masked_runs - self._switched_at < self.COMPACT_SWITCH_EVERY:
-            # not worth a new build yet: keep one that still runs this structure, else the full one,
-            # until the next change is due
-            self._compact_recheck = self._switched_at + self.COMPACT_SWITCH_EVERY
-            self._compact_choice = current if usable else None
-            return self._compact_choice
-        else:
-            self._switched_at = self._masked_runs
-        if current is not None:
-            current.close()
-        self._compact_sim = self._compact_choice = candidate
-        return candidate
+    # the build state lives in self.builds; these names stay (tests, benchmarks, callbacks use them)
+    _sim = _Delegated("full")
+    _compact_sim = _Delegated("compacted")
+    compact = _Delegated("compact")
+    #: seconds spent generating and compiling builds (kept out of the training and evaluation times)
+    build_seconds = _Delegated("build_seconds")
+    #: say "compiling the network (about N s ...)" before a compilation (rank 0)
+    announce_builds = _Delegated("announce")
+    COMPACT_REBUILD = _Delegated("COMPACT_REBUILD")
+    COMPACT_ABOVE = _Delegated("COMPACT_ABOVE")
+    COMPACT_SWITCH_EVERY = _Delegated("COMPACT_SWITCH_EVERY")
 
     # -- one minibatch --------------------------------------------------------
     def encode(self, images, rng):
@@ -453,22 +405,62 @@ class Trainer:
         raise TypeError(f"rng must be None, an integer seed or a numpy Generator, got {type(rng).__name__}")
 
     def _gradients(self, images, labels, rng, batch_size=None) -> Gradients:
-        """:meth:`gradients` without checking its arguments (the training step's gradient)."""
-        if self.comm.size > 1:
-            return self._gradients_distributed(images, labels, rng, batch_size)
+        """:meth:`gradients` without checking its arguments (the training step's gradient).
+
+        One path for one process and for ``K`` ranks (one process is rank 0 of 1: its share
+        is the whole minibatch, the Allreduce the identity).  The whole global minibatch is
+        encoded with ``rng`` (the spikes one process would draw), then this rank's contiguous
+        share is simulated; the loss gradient is scaled by ``local_B / global_B`` so that the
+        Allreduce sum over ranks is the one-process gradient.  With several ranks an
+        exception on a rank is turned into a :class:`RankFailedError` on every rank after the
+        Allreduce (before any rank could update its weights); one process raises it as is.
+        """
+        from .distributed import injected_failure, local_part, reduce_or_fail
+
+        comm = self.comm
         t0 = time.perf_counter()
+        B = len(labels)
+        lo, hi = comm.share(B)
         weights = self.training_weights()
-        x, rec = self._forward(images, rng, batch_size, weights, masked=self.gradient_mode == "strict")
-        t1 = time.perf_counter()
-        res = self.loss(rec.u[-1], rec.s[-1], labels)
-        grads = backward(self.dynamics, x, rec.u, rec.s, weights, res.grad_s, res.grad_u,
-                         self.surrogate, detach_reset=self.detach_reset, dtype=self.backward_dtype,
-                         need_bias=any(b is not None for b in self.biases))
-        dW = [g[0] for g in grads]
-        db = [g[1] for g, b in zip(grads, self.biases) if b is not None]
-        correct = int(np.sum(np.argmax(res.scores, axis=1) == labels))
-        g = self._masked(Gradients(res.value, res.scores, correct, dW, db, x, rec))
-        g.timings = {"forward": t1 - t0, "backward": time.perf_counter() - t1}
+        has_bias = [b is not None for b in self.biases]
+
+        def zeros():
+            return [np.zeros_like(w) for w in self.weights], [np.zeros_like(b) for b in self.biases if b is not None]
+
+        def local():
+            injected_failure(comm.rank, self._step_index)
+            x = self.encode(images, rng)[:, lo:hi]
+            if hi == lo:
+                return (x, None, np.zeros((0, self.net.n_classes)), *zeros(), 0.0, 0.0, t0, time.perf_counter())
+            rec = self.simulator(comm.local_size(batch_size or B),
+                                 masked=self.gradient_mode == "strict").run(x, weights, self.biases)
+            t1 = time.perf_counter()
+            res = self.loss(rec.u[-1], rec.s[-1], labels[lo:hi])
+            scale = (hi - lo) / B
+            grads = backward(self.dynamics, x, rec.u, rec.s, weights,
+                             None if res.grad_s is None else res.grad_s * scale,
+                             None if res.grad_u is None else res.grad_u * scale,
+                             self.surrogate, detach_reset=self.detach_reset, dtype=self.backward_dtype,
+                             need_bias=any(has_bias))
+            dW = [g[0] for g in grads]
+            db = [g[1] for g, b in zip(grads, has_bias) if b]
+            correct = float(np.sum(np.argmax(res.scores, axis=1) == labels[lo:hi]))
+            return x, rec, res.scores, dW, db, res.value * scale, correct, t1, time.perf_counter()
+
+        out, error = local_part(comm, local)
+        if error is not None:  # reported to every rank by reduce_or_fail
+            out = (None, None, np.zeros((0, self.net.n_classes)), *zeros(), 0.0, 0.0, t0, t0)
+        x, rec, scores, dW, db, loss, correct, t1, t2 = out
+        local_grads = dW + db
+        summed = reduce_or_fail(comm, local_grads + [np.array([loss, correct])], error)
+        t3 = time.perf_counter()
+        grads = [g.astype(a.dtype, copy=False) for g, a in zip(summed[:len(local_grads)], local_grads)]
+        loss, correct = summed[-1]
+        g = self._masked(Gradients(float(loss), scores, int(round(correct)), grads[:len(dW)], grads[len(dW):],
+                                   x, rec))
+        g.timings = {"forward": t1 - t0, "backward": t2 - t1}
+        if comm.size > 1:
+            g.timings["allreduce"] = t3 - t2
         return g
 
     def _masked(self, g):
@@ -485,18 +477,17 @@ class Trainer:
         removed synapses' scores (strict mode), stops on a non-finite gradient and lets the
         optimiser update the parameters in place.
         """
-        rng = self._step_rng(rng)
-        if self.comm.size > 1:
-            return self._train_step_distributed(images, labels, rng, batch_size)
-        g = self._gradients(images, labels, rng, batch_size)
+        g = self._gradients(images, labels, self._step_rng(rng), batch_size)
         t1 = time.perf_counter()
         self._check_gradient(g)
         t2 = time.perf_counter()
         self._update(g.dW, g.db)
         t3 = time.perf_counter()
+        sim = {} if g.recording is None else g.recording.timings  # a rank without a share simulated nothing
         return {"loss": g.loss, "correct": g.correct, "n": len(labels), "t_forward": g.timings["forward"],
-                "t_backward": g.timings["backward"] + (t2 - t1), "t_update": t3 - t2,
-                **{f"t_{k}": v for k, v in g.recording.timings.items()}}
+                "t_backward": g.timings["backward"] + (t2 - t1),
+                **({"t_allreduce": g.timings["allreduce"]} if "allreduce" in g.timings else {}),
+                "t_update": t3 - t2, **{f"t_{k}": v for k, v in sim.items()}}
 
     def _check_gradient(self, g):
         """Strict mode: score the removed synapses; stop on a non-finite gradient."""
@@ -514,119 +505,7 @@ class Trainer:
             if not np.all(np.isfinite(w)):
                 raise FloatingPointError(f"parameter {k} became NaN or infinite after the update")
 
-    # -- data parallelism (see sdsnn_brian.distributed) ---------------------------
-    def _local_batch(self, batch_size):
-        """Simulator size of one rank's share of a global minibatch of ``batch_size``."""
-        return -(-int(batch_size) // self.comm.size)
-
-    def _gradients_distributed(self, images, labels, rng, batch_size=None):
-        """:meth:`gradients` of the global minibatch, this rank computing its contiguous share.
-
-        The whole global minibatch is encoded with ``rng`` (the spikes one process
-        would draw), then sliced; the loss gradient is scaled by ``local_B / global_B``
-        so that the Allreduce sum over ranks is the one-process gradient.  Any
-        exception on a rank is turned into a :class:`RankFailedError` on every rank
-        after the Allreduce (before any rank could update its weights).
-        """
-        from .distributed import RankFailedError, injected_failure
-
-        comm = self.comm
-        t0 = time.perf_counter()
-        B = len(labels)
-        lo, hi = comm.share(B)
-        weights = self.training_weights()
-        has_bias = [b is not None for b in self.biases]
-        dW = [np.zeros_like(w) for w in self.weights]
-        db = [np.zeros_like(b) for b in self.biases if b is not None]
-        loss = correct = 0.0
-        x = rec = None
-        scores = np.zeros((0, self.net.n_classes))
-        error = None
-        t1 = t2 = t0
-        try:
-            injected_failure(comm.rank, getattr(self, "_step_index", None))
-            x = self.encode(images, rng)[:, lo:hi]
-            if hi > lo:
-                rec = self.simulator(self._local_batch(batch_size or B),
-                                     masked=self.gradient_mode == "strict").run(x, weights, self.biases)
-                t1 = time.perf_counter()
-                res = self.loss(rec.u[-1], rec.s[-1], labels[lo:hi])
-                scale = (hi - lo) / B
-                grads = backward(self.dynamics, x, rec.u, rec.s, weights,
-                                 None if res.grad_s is None else res.grad_s * scale,
-                                 None if res.grad_u is None else res.grad_u * scale,
-                                 self.surrogate, detach_reset=self.detach_reset, dtype=self.backward_dtype,
-                                 need_bias=any(has_bias))
-                dW = [g[0] for g in grads]
-                db = [g[1] for g, b in zip(grads, has_bias) if b]
-                loss = res.value * scale
-                scores = res.scores
-                correct = float(np.sum(np.argmax(res.scores, axis=1) == labels[lo:hi]))
-            t2 = time.perf_counter()
-        except Exception as exc:  # reported to every rank below
-            error = f"{type(exc).__name__}: {exc}"
-            dW = [np.zeros_like(w) for w in self.weights]
-            db = [np.zeros_like(b) for b in self.biases if b is not None]
-        failed = np.zeros(comm.size)
-        failed[comm.rank] = error is not None
-        local = dW + db
-        summed = comm.allreduce_sum(local + [np.array([loss, correct]), failed])
-        t3 = time.perf_counter()
-        if summed[-1].any():
-            errors = comm.allgather(error)
-            raise RankFailedError("; ".join(f"rank {r} failed: {errors[r]}" for r in np.flatnonzero(summed[-1])))
-        grads = [g.astype(a.dtype, copy=False) for g, a in zip(summed[:len(local)], local)]
-        loss, correct = summed[-2]
-        g = self._masked(Gradients(float(loss), scores, int(round(correct)), grads[:len(dW)], grads[len(dW):],
-                                   x, rec))
-        g.timings = {"forward": t1 - t0, "backward": t2 - t1, "allreduce": t3 - t2}
-        return g
-
-    def _train_step_distributed(self, images, labels, rng, batch_size=None):
-        """:meth:`train_step` on this rank's contiguous share of the global minibatch
-        (:meth:`_gradients_distributed`); every rank applies the same update."""
-        g = self._gradients_distributed(images, labels, rng, batch_size)
-        t3 = time.perf_counter()
-        self._check_gradient(g)
-        self._update(g.dW, g.db)
-        t4 = time.perf_counter()
-        sim = {} if g.recording is None else g.recording.timings
-        return {"loss": g.loss, "correct": g.correct, "n": len(labels), "t_forward": g.timings["forward"],
-                "t_backward": g.timings["backward"], "t_allreduce": g.timings["allreduce"], "t_update": t4 - t3,
-                **{f"t_{k}": v for k, v in sim.items()}}
-
-    def _collective_call(self, fn, *args):
-        """Run ``fn`` on every rank; an exception on any rank is raised on all of them.
-
-        The failing rank raises its own exception, the others a
-        :class:`~sdsnn_brian.distributed.RankFailedError` naming it, so no rank is
-        left waiting in a collective for one that stopped.
-        """
-        if self.comm.size == 1:
-            return fn(*args)
-        from .distributed import RankFailedError
-
-        out = err = None
-        try:
-            out = fn(*args)
-        except Exception as exc:
-            err = exc
-        errors = self.comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
-        if err is not None:
-            try:
-                err.reported_to_all_ranks = True  # the other ranks raise RankFailedError naming this one
-            except AttributeError:
-                pass
-            raise err
-        bad = [(r, e) for r, e in enumerate(errors) if e is not None]
-        if bad:
-            raise RankFailedError("; ".join(f"rank {r} failed: {e}" for r, e in bad))
-        return out
-
-    def _on_root(self, fn, *args):
-        """``fn`` on rank 0 only (its result on rank 0, None elsewhere); failures reach every rank."""
-        return self._collective_call(lambda: fn(*args) if self.comm.is_root else None)
-
+    # -- data parallelism (the protocol: sdsnn_brian.distributed) -------------------
     def sync_state(self):
         """Make every rank hold rank 0's complete state (parameters, optimiser, schedule, counters)."""
         if self.comm.size == 1:
@@ -667,31 +546,15 @@ class Trainer:
         the same spikes at every evaluation.
         """
         x_all, y_all = as_arrays(dataset, self.net.input.size, self.net.n_classes, "validation set")
-        if self.comm.size > 1:
-            return self._evaluate_distributed(x_all, y_all, batch_size, seed_offset)
-        total_loss = correct = 0.0
-        sops = 0.0
-        present = self._fanout()
-        for k, start in enumerate(range(0, len(x_all), batch_size)):
-            xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
-            x, rec = self.forward(xb, np.random.default_rng([self.seed, seed_offset, k]), batch_size)
-            res = self.loss(rec.u[-1], rec.s[-1], yb)
-            total_loss += res.value * len(yb)
-            correct += np.sum(np.argmax(res.scores, axis=1) == yb)
-            pre = [x] + rec.s[:-1]
-            sops += sum(float(np.sum(p.sum(axis=(0, 1)) * f)) for p, f in zip(pre, present))
-        n = len(y_all)
-        return {"loss": total_loss / n, "accuracy": correct / n, "sops_per_sample": sops / n}
+        from .distributed import local_part, reduce_or_fail
 
-    def _evaluate_distributed(self, x_all, y_all, batch_size, seed_offset):
-        """:meth:`evaluate` with every batch encoded as one process would, then split across ranks."""
-        from .distributed import RankFailedError
-
+        # every batch is encoded as one process would, then split across the ranks (one
+        # process: its share is the whole batch, the Allreduce the identity)
         comm = self.comm
         sums = np.zeros(3)  # loss * n, correct, SOPs
         present = self._fanout()
-        error = None
-        try:
+
+        def local():
             for k, start in enumerate(range(0, len(x_all), batch_size)):
                 xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
                 x = self.encode(xb, np.random.default_rng([self.seed, seed_offset, k]))
@@ -699,24 +562,18 @@ class Trainer:
                 if hi == lo:
                     continue
                 x = x[:, lo:hi]
-                rec = self.simulator(self._local_batch(batch_size), masked=True).run(
+                rec = self.simulator(comm.local_size(batch_size), masked=True).run(
                     x, self.effective_weights(), self.biases)
                 res = self.loss(rec.u[-1], rec.s[-1], yb[lo:hi])
                 sums[0] += res.value * (hi - lo)
                 sums[1] += np.sum(np.argmax(res.scores, axis=1) == yb[lo:hi])
                 pre = [x] + rec.s[:-1]
                 sums[2] += sum(float(np.sum(p.sum(axis=(0, 1)) * f)) for p, f in zip(pre, present))
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        failed = np.zeros(comm.size)
-        failed[comm.rank] = error is not None
-        sums, failed = comm.allreduce_sum([sums, failed])
-        if failed.any():
-            errors = comm.allgather(error)
-            raise RankFailedError("; ".join(f"rank {r} failed during evaluation: {errors[r]}"
-                                            for r in np.flatnonzero(failed)))
+
+        _, error = local_part(comm, local)
+        total, = reduce_or_fail(comm, [sums], error, " during evaluation")
         n = len(y_all)
-        return {"loss": sums[0] / n, "accuracy": sums[1] / n, "sops_per_sample": sums[2] / n}
+        return {"loss": total[0] / n, "accuracy": total[1] / n, "sops_per_sample": total[2] / n}
 
     def _fanout(self):
         """Present fan-out of each presynaptic neuron per layer (conv and pooled layers: from their synapse maps)."""
@@ -785,7 +642,7 @@ class Trainer:
             # only rank 0 writes the run directory; it holds its lock until fit ends
             # a trainer continuing in the directory it wrote itself goes on (like a resume)
             own = self._owned_run_dir is not None and os.path.abspath(run_dir) == self._owned_run_dir
-            lock = self._on_root(lambda: open_run_directory(run_dir, resume=resume or own, overwrite=overwrite))
+            lock = on_root(self.comm, lambda: open_run_directory(run_dir, resume=resume or own, overwrite=overwrite))
             self._owned_run_dir = os.path.abspath(run_dir)
         try:
             return self._fit(x_all, y_all, epochs, batch_size, validation, run_dir, resume, log_every,
@@ -802,7 +659,7 @@ class Trainer:
             if not any(isinstance(c, cb.RunDirectory) for c in self.callbacks):
                 self.callbacks.insert(0, cb.RunDirectory(run_dir))
             if resume:
-                self._on_root(cb.restore_latest, self, run_dir)
+                on_root(self.comm, cb.restore_latest, self, run_dir)
         self.sync_state()  # ranks start from rank 0's state (a resumed checkpoint included)
         if not any(isinstance(c, cb.ProgressLogger) for c in self.callbacks) and log_every:
             self.callbacks.append(cb.ProgressLogger(every=log_every))
@@ -902,9 +759,8 @@ class Trainer:
         if self.structure_steps_planned is not None:
             cfg["structural_steps_planned"] = self.structure_steps_planned
             cfg["allow_short_structure"] = self.allow_short_structure
-        for key in ("epochs", "batch_size", "n_train"):
-            if hasattr(self, key):
-                cfg[key] = getattr(self, key)
+        if self.epochs is not None:  # set by fit
+            cfg.update(epochs=self.epochs, batch_size=self.batch_size, n_train=self.n_train)
         if self.comm.size > 1:
             cfg["ranks"] = self.comm.size
         return cfg
@@ -916,7 +772,7 @@ class Trainer:
                 if fn is not None:
                     fn(self, *args)
 
-        self._collective_call(call)  # one process: just call()
+        collective_call(self.comm, call)  # one process: just call()
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self):
@@ -965,44 +821,6 @@ class Trainer:
         self.history = list(meta.get("history", []))
         acc = meta.get("epoch_acc")
         self._epoch_acc = None if acc is None else {**acc, "t0": time.perf_counter()}
-
-
-_BUILD_TIMES = "build_seconds.json"
-
-
-def _expected_build_seconds(sim) -> int:
-    """How long a compilation is likely to take: the median of the last ones recorded in the cache
-    for this device (30 s for C++, 150 s for CUDA when none is)."""
-    default = 150 if sim.device == "cuda_standalone" else 30
-    try:
-        import json
-
-        with open(os.path.join(os.path.dirname(sim.project_dir), _BUILD_TIMES)) as fh:
-            seen = json.load(fh).get(sim.device) or []
-        return int(round(float(np.median(seen)))) if seen else default
-    except (OSError, ValueError, TypeError, AttributeError):
-        return default
-
-
-def _record_build_seconds(sim, seconds):
-    """Remember a compilation's duration for :func:`_expected_build_seconds` (best effort)."""
-    import json
-
-    from .callbacks import write_json_atomic
-
-    path = os.path.join(os.path.dirname(sim.project_dir), _BUILD_TIMES)
-    try:
-        with open(path) as fh:
-            seen = json.load(fh)
-        if not isinstance(seen, dict):
-            seen = {}
-    except (OSError, ValueError):
-        seen = {}
-    try:
-        seen[sim.device] = (list(seen.get(sim.device) or []) + [round(float(seconds), 1)])[-9:]
-        write_json_atomic(path, seen)
-    except (OSError, TypeError):
-        pass
 
 
 def _nan_message(exc, epoch, batch, run_dir):
