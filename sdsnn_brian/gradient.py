@@ -53,6 +53,26 @@ positions per channel, and ``E`` is the transposed convolution; a pooling before
 layer averages ``Z`` over each window and spreads ``E`` back with weight
 ``1/(ph*pw)`` -- exactly what the Brian2 relay groups computed forward.  The
 recurrence in time is the same for every layer (it is per neuron).
+
+How it is computed (benchmarks/conv_backward.py measured the alternatives)
+-------------------------------------------------------------------------
+* ``g`` is computed step by step, t = T-1 .. 0, each step in blocks of about
+  :data:`STEP_BLOCK` neurons x samples with scratch arrays that are reused (the same
+  operations, in the same order, as the formulas above): the recordings are read once and
+  the temporaries stay in the cache, where whole-array expressions allocated and wrote a
+  dozen arrays of ``T*B*N`` values.  The spread of a pooled gradient over its windows is
+  done there too, block by block, instead of as a separate array.
+* A conv layer's ``g`` is written channel-major, ``[C_out, T*B, Ho*Wo]``: the layout in
+  which ``dK = G cols^T`` and ``dcols = K^T G`` are one matrix product per chunk of rows,
+  with no transposed copy of ``G`` (:meth:`~sdsnn_brian.layers.Connection.conv_grad_params`,
+  :meth:`~sdsnn_brian.layers.Connection.conv_grad_input`); ``dL/ds`` of the layer below
+  stays channel-major.
+* Rows ``t*B + b`` whose ``g`` is all zero in a conv layer (no neuron of the sample in its
+  surrogate window at that step or later with a path to the loss), or whose input is all
+  zero, contribute nothing to its products; when they are more than ``1 -``
+  :data:`SKIP_ROWS_BELOW` of the rows, the products leave them out.  Finer-grained
+  skipping (single positions whose input window is empty, or whose ``g`` is zero) was
+  measured and is slower: gathering the rows costs more than the product it saves.
 """
 from __future__ import annotations
 
@@ -152,72 +172,47 @@ def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
             raise ValueError(f"backward: {name} has shape {np.shape(arr)}, expected {out_shape}")
 
     results = [None] * L
-    e = None if grad_s_out is None else np.asarray(grad_s_out, dtype=dtype)
+    # dL/ds arriving at layer l from above, as left by layer l+1's operator (see _Arriving)
+    arriving = None if grad_s_out is None else _Arriving(np.asarray(grad_s_out, dtype=dtype).reshape(T * B, -1),
+                                                       "rows", None)
+    d_out = None if grad_u_out is None else np.asarray(grad_u_out, dtype=dtype)
     for l in range(L - 1, -1, -1):
         d = dyn[l]
-        N = Ws[l].shape[0] if connections is None else connections[l].n_post
-        live = _reaching_neurons(Ws, l, N) if connections is None and e is not None else None
-        if live is not None:  # only these neurons reach the loss: the others' gradients are exactly 0
-            n_all, N = N, len(live)
-            e = e[:, :, live]
-            ul = np.asarray(u[l])[:, :, live].astype(dtype, copy=False)
-            sl = np.asarray(s[l])[:, :, live].astype(dtype, copy=False)
-        else:
-            ul = np.asarray(u[l], dtype=dtype)
-            sl = np.asarray(s[l], dtype=dtype)
-        sgd = sg.derivative(ul - dtype.type(d.theta)).astype(dtype, copy=False)
-        a = dtype.type(d.a)
-
-        # K_t = a * dp_t/du_t
-        if d.reset == "hard":
-            K = a * (1.0 - sl)
-            if not detach_reset:
-                K += a * (dtype.type(d.v_reset) - ul) * sgd
-        elif d.reset == "subtract":
-            if detach_reset:
-                K = None  # the constant a
-            else:
-                K = a * (1.0 - dtype.type(d.reset_amount) * sgd)
-        else:
+        if d.reset not in ("hard", "subtract"):
             raise ValueError(f"backward: layer {l} has unknown reset kind {d.reset!r}; use 'hard' or 'subtract'")
-        del ul, sl
-
-        # A_t = e_t sg'_t + d_t ; g accumulates in place
-        if e is not None:
-            g = e * sgd
-        else:
-            g = np.zeros((T, B, N), dtype=dtype)
-        del sgd
-        if l == L - 1 and grad_u_out is not None:
-            g += np.asarray(grad_u_out, dtype=dtype)
-
-        buf = np.empty((B, N), dtype=dtype)
-        if K is None:
-            for t in range(T - 2, -1, -1):
-                np.multiply(g[t + 1], a, out=buf)
-                g[t] += buf
-        else:
-            for t in range(T - 2, -1, -1):
-                np.multiply(K[t], g[t + 1], out=buf)
-                g[t] += buf
-        del K, buf
-
-        G = g.reshape(T * B, N)
-        z = x if l == 0 else s[l - 1]
-        if connections is not None:
-            cn = connections[l]
-            zf = np.asarray(z).reshape(T * B, -1)
-            results[l] = cn.grad_params(G, zf, need_bias=need_bias, dtype=dtype)
+        cn = None if connections is None else connections[l]
+        conv = cn is not None and cn.kind == "conv"
+        N = Ws[l].shape[0] if connections is None else cn.n_post
+        live = _reaching_neurons(Ws, l, N) if connections is None and arriving is not None else None
+        G, active = _layer_gradient(d, sg, np.asarray(u[l]), np.asarray(s[l]), arriving,
+                                    d_out if l == L - 1 else None, dtype, detach_reset,
+                                    cn.out_shape if conv else None, live)
+        z = np.asarray(x if l == 0 else s[l - 1]).reshape(T * B, -1)
+        arriving = None
+        if conv:  # G is [C_out, T*B, Ho*Wo]
+            xp = cn.op_input(z, dtype)
+            rows = _rows_to_use(active & xp.any(axis=(0, 2, 3)))
+            results[l] = cn.conv_grad_params(G, xp, need_bias=need_bias, rows=rows)
+            del xp
             if l > 0:
-                e = cn.grad_input(G, Ws[l], dtype=dtype).reshape(T, B, cn.n_pre)
-            del g, G
+                E = cn.conv_grad_input(G, Ws[l], rows=_rows_to_use(active))
+                arriving = _Arriving(E, "channels", cn if cn.pool is not None else None)
+            del G
             continue
-        Z = np.asarray(z, dtype=dtype).reshape(T * B, -1)
+        if cn is not None:  # dense, perhaps after a pooling: G is [T*B, N]
+            Z = np.asarray(cn.pooled(z, dtype), dtype=dtype)
+            results[l] = (G.T @ Z, G.sum(axis=0) if need_bias else None)
+            if l > 0:
+                arriving = _Arriving(G @ Ws[l], "rows", cn if cn.pool is not None else None)
+            del G, Z
+            continue
+        Z = np.asarray(z, dtype=dtype)
         if live is None:
             dW = G.T @ Z
             db = G.sum(axis=0) if need_bias else None
             W_live = Ws[l]
         else:
+            n_all = N
             dW = np.zeros((n_all, Z.shape[1]), dtype=dtype)
             dW[live] = G.T @ Z
             db = None
@@ -227,9 +222,179 @@ def backward(dynamics, x, u: Sequence, s: Sequence, weights: Sequence,
             W_live = Ws[l][live]
         results[l] = (dW, db)
         if l > 0:
-            e = (G @ W_live).reshape(T, B, Ws[l].shape[1])
-        del g, G, Z
+            arriving = _Arriving(G @ W_live, "rows", None)
+        del G, Z
     return results
+
+
+#: Rows (``t*B + b``) of a conv layer enter its products only where they contribute -- dL/du
+#: not all zero (and, for the weights, an input that is not all zero) -- when fewer than this
+#: fraction of them do (else all rows go through, without the gathers).
+SKIP_ROWS_BELOW = 0.9
+
+
+def _rows_to_use(active):
+    n = int(np.count_nonzero(active))
+    return np.flatnonzero(active) if n < SKIP_ROWS_BELOW * active.size else None
+
+
+class _Arriving:
+    """``dL/ds`` arriving at a layer from the one above, as that layer's operator left it.
+
+    ``array``: ``[T*B, n]`` (``layout='rows'``) or ``[C, T*B, H, W]`` (``'channels'``, a conv
+    operator's); ``pool``: the connection whose average pooling is spread back over the
+    windows (in :func:`_layer_gradient`, block by block), or None."""
+
+    def __init__(self, array, layout, pool):
+        self.array, self.layout, self.pool = array, layout, pool
+
+    def at(self, t, B, work):
+        """Step ``t``: in the layer's working layout (``work``: ``[B, n]`` -> working view), or,
+        with pooling, the pooled-level ``[C, B, Hp, Wp]`` view."""
+        lo, hi = t * B, (t + 1) * B
+        if self.pool is None:
+            if self.layout == "rows":
+                return work(self.array[lo:hi])
+            C = self.array.shape[0]
+            return self.array[:, lo:hi].reshape(C, B, -1)  # a conv layer's own layout
+        C, _, _ = self.pool.in_shape
+        _, Hp, Wp = self.pool.op_shape
+        if self.layout == "rows":
+            return self.array[lo:hi].reshape(B, C, Hp, Wp).transpose(1, 0, 2, 3)
+        return self.array[:, lo:hi]
+
+
+#: Elements per block of the step-by-step loop of :func:`_layer_gradient` (its scratch stays in cache).
+STEP_BLOCK = 1 << 16
+
+
+def _layer_gradient(d, sg, u, s, arriving, d_out, dtype, detach_reset, conv_out, live):
+    """``g_t = dL/du_t`` of one layer for every step, by the recurrence of the module docstring.
+
+    Computed step by step (t = T-1 .. 0), each step in blocks of about :data:`STEP_BLOCK`
+    elements with reused scratch, so that the recordings are read once and the temporaries
+    stay in cache; the operations are those of the formulas, in the same order.  Returns
+    ``(G, active)``: ``G`` is ``[T*B, N]`` (``N``: the ``live`` neurons when given), or
+    ``[C_out, T*B, Ho*Wo]`` for a conv layer (``conv_out = (C_out, Ho, Wo)``; the layout of its
+    operators); ``active`` (conv layers only, else None): per row ``t*B + b``, whether ``g`` is
+    not all zero there.
+    """
+    T, B = u.shape[0], u.shape[1]
+    if conv_out is not None:
+        C_out, Ho, Wo = conv_out
+        P = Ho * Wo
+        lead, rest = C_out, (B, P)
+
+        def work(a):  # [B, N] -> [C_out, B, P] view
+            return a.reshape(B, C_out, P).transpose(1, 0, 2)
+
+        G = np.empty((C_out, T * B, P), dtype=dtype)
+
+        def g_at(t):
+            return G[:, t * B:(t + 1) * B]
+        active = np.zeros(T * B, dtype=bool)
+    else:
+        n = u.shape[2] if live is None else len(live)
+        lead, rest = B, (n,)
+
+        def work(a):
+            return a if live is None else a[:, live]
+
+        G = np.empty((T * B, n), dtype=dtype)
+
+        def g_at(t):
+            return G[t * B:(t + 1) * B]
+        active = None
+    per_lead = int(np.prod(rest))
+    nb = max(1, min(lead, STEP_BLOCK // max(per_lead, 1)))
+    a = dtype.type(d.a)
+    theta = dtype.type(d.theta)
+    v_reset = dtype.type(d.v_reset)
+    reset_amount = dtype.type(d.reset_amount)
+    hard = d.reset == "hard"
+    scratch = (nb,) + rest
+    ub = np.empty(scratch, dtype=dtype) if u.dtype != dtype else None  # the membrane in dtype
+    sgd = np.empty(scratch, dtype=dtype)  # sg'(u - theta)
+    kb = np.empty(scratch, dtype=dtype)   # K_t, then K_t g_{t+1}
+    tb = np.empty(scratch, dtype=dtype) if hard and not detach_reset else None
+    pool = None if arriving is None else arriving.pool
+    if pool is not None:
+        C, H, W = pool.in_shape
+        _, Hp, Wp = pool.op_shape
+        (ph, pw), (qh, qw) = pool.pool.kernel, pool.pool.stride
+        tiled = (qh, qw) == (ph, pw)  # non-overlapping windows: spread and multiply in one go
+        eb = np.empty((nb, B, Hp, Wp) if tiled else scratch, dtype=dtype)
+    for t in range(T - 1, -1, -1):
+        uw, G_t = work(u[t]), g_at(t)
+        sw = work(s[t]) if t < T - 1 and tb is not None or (hard and detach_reset) else None
+        ew = None if arriving is None else arriving.at(t, B, work)
+        dw = None if d_out is None else work(d_out[t])
+        G_next = g_at(t + 1) if t < T - 1 else None
+        for c0 in range(0, lead, nb):
+            c1 = min(lead, c0 + nb)
+            m = c1 - c0
+            if ub is None:
+                U = uw[c0:c1]
+            else:
+                U = ub[:m]
+                np.copyto(U, uw[c0:c1], casting="unsafe")
+            S = sgd[:m]
+            np.subtract(U, theta, out=S)
+            sg.derivative(S, out=S)
+            g = G_t[c0:c1]
+            # g_t = e_t sg'_t (+ d_t)
+            if ew is None:
+                g[...] = 0
+            elif pool is None:
+                np.multiply(ew[c0:c1], S, out=g)
+            elif tiled:
+                # e_t = the pooled gradient times 1/(ph*pw), spread over each window
+                e4 = eb[:m]
+                np.multiply(ew[c0:c1], pool.pool_scale, out=e4, casting="same_kind")
+                g4, s4 = g.reshape(m, B, H, W), S.reshape(m, B, H, W)
+                if Hp * ph != H:
+                    g4[:, :, Hp * ph:] = 0
+                if Wp * pw != W:
+                    g4[:, :, :, Wp * pw:] = 0
+                for i in range(ph):
+                    for j in range(pw):
+                        np.multiply(e4, s4[:, :, i:Hp * ph:ph, j:Wp * pw:pw], out=g4[:, :, i:Hp * ph:ph, j:Wp * pw:pw])
+            else:
+                e = eb[:m]
+                pool._unpool_into(ew[c0:c1].transpose(1, 0, 2, 3), e.reshape(m, B, H, W).transpose(1, 0, 2, 3))
+                np.multiply(e, S, out=g)
+            if dw is not None:
+                g += dw[c0:c1]
+            if G_next is not None:
+                # K_t = a dp_t/du_t (the formulas of the module docstring), then g_t += K_t g_{t+1}
+                Kb = kb[:m]
+                if hard:
+                    if detach_reset:
+                        np.copyto(Kb, sw[c0:c1], casting="unsafe")
+                        np.subtract(1.0, Kb, out=Kb)
+                        np.multiply(a, Kb, out=Kb)
+                    else:
+                        np.subtract(v_reset, U, out=Kb)
+                        np.multiply(a, Kb, out=Kb)
+                        np.multiply(Kb, S, out=Kb)
+                        Tb = tb[:m]
+                        np.copyto(Tb, sw[c0:c1], casting="unsafe")
+                        np.subtract(1.0, Tb, out=Tb)
+                        np.multiply(a, Tb, out=Tb)
+                        np.add(Tb, Kb, out=Kb)
+                    np.multiply(Kb, G_next[c0:c1], out=Kb)
+                elif detach_reset:
+                    np.multiply(G_next[c0:c1], a, out=Kb)
+                else:
+                    np.multiply(reset_amount, S, out=Kb)
+                    np.subtract(1.0, Kb, out=Kb)
+                    np.multiply(a, Kb, out=Kb)
+                    np.multiply(Kb, G_next[c0:c1], out=Kb)
+                g += Kb
+            if active is not None:
+                act = active[t * B:(t + 1) * B]
+                np.logical_or(act, g.any(axis=(0, 2)), out=act)
+    return G, active
 
 
 def _reaching_neurons(Ws, l, N):

@@ -50,8 +50,9 @@ import numpy as np
 
 __all__ = ["Connection", "SynapseMap", "LayerDynamics", "connections_of", "conv2d_synapses"]
 
-#: Elements of float64 scratch (im2col columns) allowed per chunk of the conv operators.
-CHUNK_ELEMENTS = 1 << 23
+#: Elements of scratch (im2col columns) per chunk of the conv operators' products (2^21 was the
+#: fastest of 2^20..2^24 in benchmarks/conv_backward.py: the chunk stays in the cache).
+CHUNK_ELEMENTS = 1 << 21
 
 
 class LayerDynamics(list):
@@ -230,44 +231,81 @@ class Connection:
         return out
 
     # -- numpy operators (forward re-simulation and backward) -------------------
-    def pooled(self, z) -> np.ndarray:
-        """``[M, n_pre]`` spikes -> ``[M, n_op]`` window averages (identity without pooling)."""
+    def pooled(self, z, dtype=None) -> np.ndarray:
+        """``[M, n_pre]`` spikes -> ``[M, n_op]`` window averages (identity without pooling).
+
+        ``dtype``: of the result (float64 when None).  Spikes given as bool or unsigned
+        integers are counted per window in integers and scaled once, which gives the same
+        values as summing floats (the counts are exact)."""
         z = np.asarray(z)
         if self.pool is None:
             return z
+        M = z.shape[0]
+        out = np.empty((M,) + tuple(self.op_shape), dtype=np.float64 if dtype is None else dtype)
+        self._pool_into(z, out)
+        return out.reshape(M, -1)
+
+    def _pool_into(self, z, out):
+        """Window averages of ``z [M, n_pre]`` written into ``out``, any ``[M, C, Hp, Wp]`` float view."""
         M = z.shape[0]
         C, H, W = self.in_shape
         _, Hp, Wp = self.op_shape
         (kh, kw), (sh, sw) = self.pool.kernel, self.pool.stride
         z4 = z.reshape(M, C, H, W)
-        out = np.zeros((M, C, Hp, Wp))
-        for a in range(kh):
-            for b in range(kw):
-                out += z4[:, :, a:a + sh * (Hp - 1) + 1:sh, b:b + sw * (Wp - 1) + 1:sw]
-        out *= self.pool_scale
-        return out.reshape(M, -1)
+        if z.dtype == np.bool_ or z.dtype.kind in "ui":
+            # integer counts per window (exact: first along rows, then along columns), then the
+            # float64 product count * scale, the value the float sum times the scale gives
+            if z.dtype == np.bool_:
+                z4 = z4.view(np.uint8)
+            n = kh * kw
+            if z4.dtype == np.uint8 and n * int(z4.max(initial=0)) <= 255:
+                acc = np.uint8
+            else:
+                acc = np.uint16 if z4.dtype == np.uint8 and n <= 257 else np.int64
+            rows = _sum([z4[:, :, i:i + sh * (Hp - 1) + 1:sh] for i in range(kh)], acc)
+            counts = _sum([rows[..., j:j + sw * (Wp - 1) + 1:sw] for j in range(kw)], acc)
+            np.multiply(counts, self.pool_scale, out=out, casting="same_kind")
+            return out
+        windows = [z4[:, :, a:a + sh * (Hp - 1) + 1:sh, b:b + sw * (Wp - 1) + 1:sw]
+                   for a in range(kh) for b in range(kw)]
+        acc = np.zeros((M, C, Hp, Wp))
+        for w in windows:
+            acc += w
+        acc *= self.pool_scale
+        np.copyto(out, acc, casting="same_kind")
+        return out
 
     def unpool(self, e) -> np.ndarray:
         """Adjoint of :meth:`pooled`: ``[M, n_op]`` -> ``[M, n_pre]``."""
         if self.pool is None:
             return e
         M = e.shape[0]
-        C, H, W = self.in_shape
+        C, _, _ = self.in_shape
+        _, Hp, Wp = self.op_shape
+        out = np.empty((M,) + tuple(self.in_shape), dtype=e.dtype)
+        self._unpool_into(e.reshape(M, C, Hp, Wp), out)
+        return out.reshape(M, -1)
+
+    def _unpool_into(self, e4, out):
+        """:meth:`unpool` of ``e4`` (any ``[m, C, Hp, Wp]`` view) into ``out`` (any ``[m, C, H, W]`` view)."""
+        _, H, W = self.in_shape
         _, Hp, Wp = self.op_shape
         (kh, kw), (sh, sw) = self.pool.kernel, self.pool.stride
-        e4 = e.reshape(M, C, Hp, Wp) * self.pool_scale
-        if (sh, sw) == (kh, kw):  # non-overlapping windows: one broadcast write
-            out = np.empty((M, C, H, W), dtype=e4.dtype)
-            if (Hp * kh, Wp * kw) != (H, W):
+        e4 = e4 * self.pool_scale
+        if (sh, sw) == (kh, kw):  # non-overlapping windows: one write per window entry
+            if Hp * kh != H:
                 out[:, :, Hp * kh:] = 0
+            if Wp * kw != W:
                 out[:, :, :, Wp * kw:] = 0
-            out[:, :, :Hp * kh, :Wp * kw].reshape(M, C, Hp, kh, Wp, kw)[...] = e4[:, :, :, None, :, None]
-            return out.reshape(M, -1)
-        out = np.zeros((M, C, H, W), dtype=e.dtype)
+            for a in range(kh):
+                for b in range(kw):
+                    out[:, :, a:Hp * kh:kh, b:Wp * kw:kw] = e4
+            return out
+        out[...] = 0
         for a in range(kh):
             for b in range(kw):
                 out[:, :, a:a + sh * (Hp - 1) + 1:sh, b:b + sw * (Wp - 1) + 1:sw] += e4
-        return out.reshape(M, -1)
+        return out
 
     def _chunk(self) -> int:
         _, Ho, Wo = self.out_shape
@@ -304,47 +342,140 @@ class Connection:
             out[i:i + step] = r.transpose(0, 3, 1, 2)
         return out.reshape(M, -1)
 
+    # -- backward: the layer's operator transposed ------------------------------------
+    # The conv operators below take dL/du in the "channel-major" layout ``Gc [C_out, M, Ho*Wo]``
+    # (every output channel's positions of all rows together), in which both products are
+    # one matrix product per chunk of rows without any transposed copy of G:
+    #     dK = Gc[:, rows] @ cols^T        cols [C_in*kh*kw, rows*Ho*Wo]  (im2col, channel-major)
+    #     dcols = K^T @ Gc[:, rows]        then added back onto the input positions (col2im)
+    # :func:`sdsnn_brian.gradient.backward` writes G in this layout directly.
+
+    def op_input(self, z, dtype) -> np.ndarray:
+        """The operator's input, channel-major and zero-padded: ``[C_in, M, H + 2ph, W + 2pw]``."""
+        z = np.asarray(z)
+        M = z.shape[0]
+        C, H, W = self.op_shape
+        ph, pw = self.padding
+        xp = np.empty((C, M, H + 2 * ph, W + 2 * pw), dtype=dtype)
+        if ph:
+            xp[:, :, :ph] = 0
+            xp[:, :, H + ph:] = 0
+        if pw:
+            xp[:, :, :, :pw] = 0
+            xp[:, :, :, W + pw:] = 0
+        inner = xp[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
+        if self.pool is None:
+            np.copyto(inner, z.reshape(M, C, H, W), casting="unsafe" if z.dtype.kind in "biu" else "same_kind")
+        else:
+            self._pool_into(z, inner)
+        return xp
+
+    def _conv_chunks(self, M, rows):
+        """Chunks of rows ``(index, count)``: slices of ``range(M)``, or of the index array ``rows``."""
+        _, Ho, Wo = self.out_shape
+        step = max(1, CHUNK_ELEMENTS // max(Ho * Wo * self.fan_in, 1))
+        n = M if rows is None else len(rows)
+        for i in range(0, n, step):
+            m = min(step, n - i)
+            yield (slice(i, i + m) if rows is None else rows[i:i + m]), m
+
+    def conv_grad_params(self, Gc, xp, need_bias=True, rows=None):
+        """``(dK, db)`` of a conv layer from ``Gc = dL/du [C_out, M, Ho*Wo]`` and :meth:`op_input`'s ``xp``.
+
+        ``rows``: the rows (``t*B + b``) to use, or None for all; rows left out must have
+        ``Gc[:, row] == 0`` or an all-zero input (their contribution is exactly 0)."""
+        C_out, M, P = Gc.shape
+        C, _, _ = self.op_shape
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        _, Ho, Wo = self.out_shape
+        K = C * kh * kw
+        dtype = Gc.dtype
+        dK = np.zeros((C_out, K), dtype=dtype)
+        buf = None
+        for sel, m in self._conv_chunks(M, rows):
+            if buf is None:
+                buf = np.empty(min(M if rows is None else len(rows), m) * K * P, dtype=dtype)
+            cols = buf[:m * K * P].reshape(C, kh, kw, m, Ho, Wo)
+            xs = xp[:, sel]
+            for a in range(kh):
+                for b in range(kw):
+                    cols[:, a, b] = xs[:, :, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw]
+            Gm = Gc[:, sel].reshape(C_out, m * P)
+            dK += Gm @ cols.reshape(K, m * P).T
+        db = Gc.sum(axis=(1, 2)) if need_bias else None
+        return dK.reshape(self.param_shape), db
+
+    def conv_grad_input(self, Gc, W, rows=None) -> np.ndarray:
+        """``dL/dx`` of the operator's input, channel-major ``[C_in, M, H, W]`` (before :meth:`unpool`),
+        from ``Gc = dL/du [C_out, M, Ho*Wo]``; ``rows`` as in :meth:`conv_grad_params` (rows with
+        ``Gc[:, row] == 0`` may be left out: theirs is 0)."""
+        C_out, M, P = Gc.shape
+        C, H, Wd = self.op_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        _, Ho, Wo = self.out_shape
+        K = C * kh * kw
+        dtype = Gc.dtype
+        KT = np.ascontiguousarray(np.asarray(W, dtype=dtype).reshape(C_out, K).T)
+        e = np.zeros((C, M, H, Wd), dtype=dtype)
+        # for each kernel offset: the output positions whose input lies inside the map
+        spans = []
+        for a in range(kh):
+            y0, y1 = _inside(Ho, H, a, sh, ph)
+            for b in range(kw):
+                x0, x1 = _inside(Wo, Wd, b, sw, pw)
+                if y1 > y0 and x1 > x0:
+                    spans.append((a, b, slice(y0, y1), slice(x0, x1),
+                                  slice(y0 * sh + a - ph, (y1 - 1) * sh + a - ph + 1, sh),
+                                  slice(x0 * sw + b - pw, (x1 - 1) * sw + b - pw + 1, sw)))
+        buf = None
+        for sel, m in self._conv_chunks(M, rows):
+            if buf is None:
+                buf = np.empty(min(M if rows is None else len(rows), m) * K * P, dtype=dtype)
+            dcols = buf[:m * K * P].reshape(K, m * P)
+            np.matmul(KT, Gc[:, sel].reshape(C_out, m * P), out=dcols)
+            d6 = dcols.reshape(C, kh, kw, m, Ho, Wo)
+            dest = e[:, sel] if rows is None else np.zeros((C, m, H, Wd), dtype=dtype)
+            for a, b, oy, ox, iy, ix in spans:
+                dest[:, :, iy, ix] += d6[:, a, b, :, oy, ox]
+            if rows is not None:
+                e[:, sel] = dest
+        return e
+
     def grad_params(self, G, z, need_bias=True, dtype=np.float64):
         """``(dW, db)`` from ``G = dL/du [M, n_post]`` and the layer below's spikes ``z [M, n_pre]``."""
-        x = self.pooled(z)
         if self.kind == "dense":
-            Z = np.asarray(x, dtype=dtype)
+            Z = self.pooled(z, dtype)
+            Z = np.asarray(Z, dtype=dtype)
             return G.T @ Z, (G.sum(axis=0) if need_bias else None)
         M = G.shape[0]
         C_out, Ho, Wo = self.out_shape
-        G4 = G.reshape(M, C_out, Ho, Wo)
-        dK = np.zeros((C_out, self.fan_in), dtype=dtype)
-        step = self._chunk()
-        for i in range(0, M, step):
-            cols = self._im2col(x[i:i + step], dtype)
-            Gm = G4[i:i + step].transpose(0, 2, 3, 1).reshape(-1, C_out)
-            dK += Gm.T @ cols
-        db = G4.sum(axis=(0, 2, 3)) if need_bias else None
-        return dK.reshape(self.param_shape), db
+        Gc = np.ascontiguousarray(np.asarray(G, dtype=dtype).reshape(M, C_out, Ho * Wo).transpose(1, 0, 2))
+        return self.conv_grad_params(Gc, self.op_input(z, dtype), need_bias)
 
     def grad_input(self, G, W, dtype=np.float64) -> np.ndarray:
         """``dL/dz [M, n_pre]`` (to the layer below's spikes) from ``G = dL/du [M, n_post]``."""
-        W = np.asarray(W, dtype=dtype)
         if self.kind == "dense":
-            return self.unpool(G @ W)
+            return self.unpool(G @ np.asarray(W, dtype=dtype))
         M = G.shape[0]
-        C, H, Wd = self.op_shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         C_out, Ho, Wo = self.out_shape
-        Kmat = W.reshape(C_out, -1)
-        G4 = G.reshape(M, C_out, Ho, Wo)
-        e = np.zeros((M, C, H + 2 * ph, Wd + 2 * pw), dtype=dtype)
-        step = self._chunk()
-        for i in range(0, M, step):
-            Gm = G4[i:i + step].transpose(0, 2, 3, 1).reshape(-1, C_out)
-            dcols = (Gm @ Kmat).reshape(-1, Ho, Wo, C, kh, kw)
-            blk = e[i:i + step]
-            for a in range(kh):
-                for b in range(kw):
-                    blk[:, :, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw] += \
-                        dcols[..., a, b].transpose(0, 3, 1, 2)
-        e = e[:, :, ph:ph + H, pw:pw + Wd].reshape(M, -1)
-        return self.unpool(e)
+        Gc = np.ascontiguousarray(np.asarray(G, dtype=dtype).reshape(M, C_out, Ho * Wo).transpose(1, 0, 2))
+        e = self.conv_grad_input(Gc, W)
+        return self.unpool(np.ascontiguousarray(e.transpose(1, 0, 2, 3)).reshape(M, -1))
+
+
+def _sum(views, dtype):
+    """The sum of same-shaped arrays, accumulated in ``dtype`` (integers: exact)."""
+    total = np.add(views[0], views[1], dtype=dtype) if len(views) > 1 else views[0].astype(dtype)
+    for v in views[2:]:
+        np.add(total, v, out=total, casting="unsafe")
+    return total
+
+
+def _inside(n_out, n_in, offset, stride, pad):
+    """Output positions ``o`` in ``[lo, hi)`` whose input ``o*stride + offset - pad`` lies in ``[0, n_in)``."""
+    lo = max(0, -(-(pad - offset) // stride))
+    hi = min(n_out, (n_in - 1 + pad - offset) // stride + 1)
+    return lo, max(lo, hi)
 
 
 def connections_of(net) -> list:

@@ -93,16 +93,25 @@ class Surrogate:
         """Value of the shape parameter."""
         return self._param
 
-    def derivative(self, x):
+    def derivative(self, x, out=None):
         """``sg'(x)`` elementwise; ``x = u - theta`` (array-like, model units).
 
         Returns a numpy array of ``x``'s shape; float32 input stays float32,
-        anything else is computed in float64.
+        anything else is computed in float64.  ``out``: a float array of ``x``'s
+        shape to write the result into (it may be ``x`` itself); returned.
         """
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float64)
         p = self._param
+        if out is not None:
+            if self._name == "rectangular":  # in place, no temporaries
+                np.abs(x, out=out)
+                np.less(out, x.dtype.type(0.5 * p), out=out)
+                out *= x.dtype.type(1.0 / p)
+            else:
+                np.copyto(out, self.derivative(x), casting="same_kind")
+            return out
         if self._name == "rectangular":
             out = (np.abs(x) < 0.5 * p).astype(x.dtype)
             out *= 1.0 / p
