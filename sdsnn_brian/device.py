@@ -521,7 +521,7 @@ class Simulator:
                                  event_code=self.event_code, weight_dtype=self.weight_dtype,
                                  sizes=[None if k is None else len(k) for k in self.neurons_built],
                                  conv_layout=self.conv_layout)
-            objs.network.run(objs.duration)
+            _run_declaration(objs)
             if self.device == "cuda_standalone":
                 compile_ = self.cuda_options.get("compile", True)
                 with _interrupted_compilation():
@@ -775,6 +775,23 @@ class Simulator:
         """Remove this simulator's compiled project from the cache."""
         if self.project_dir and os.path.isdir(self.project_dir):
             shutil.rmtree(self.project_dir, ignore_errors=True)
+
+
+def _run_declaration(objs):
+    """``objs.network.run`` on a standalone device (code generation); a template of
+    :mod:`sdsnn_brian.codegen` that does not apply raises its :class:`GeneratedCodeMismatch` itself,
+    not wrapped in Brian2's ``BrianObjectException``."""
+    from .codegen import GeneratedCodeMismatch
+
+    try:
+        objs.network.run(objs.duration)
+    except Exception as exc:
+        cause = exc
+        while cause is not None and not isinstance(cause, GeneratedCodeMismatch):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from exc
+        raise
 
 
 def _expected_sizes(net, batch_size, connectivity, conv_layout="synapses") -> dict:
