@@ -316,6 +316,27 @@ def test_conv_layout_needs_the_event_code(cache_dir):
         Simulator(net, 2, cache_dir=cache_dir, conv_layout="im2col")
 
 
+def test_cuda_build_keeps_the_per_synapse_layout(cache_dir):
+    """brian2cuda has no kernel loop: its conv pathways are generated with one synapse per (input
+    position, output position, kernel entry), as before (code generation only; the slow tests
+    compile CUDA projects with nvcc)."""
+    import glob
+
+    from sdsnn_brian.codegen import CONV_MARKER
+    from sdsnn_brian.device import Simulator
+
+    net = strided_net()
+    sim = Simulator(net, 2, "cuda_standalone", cache_dir=cache_dir, cuda_options={"compile": False})
+    assert sim.conv_layout == "synapses"
+    assert sim.expected_sizes()["syn1.w"] == (net.connections[0].n_synapses(),)
+    sim.build()
+    for k, cn in enumerate(net.connections[:2], start=1):
+        found = glob.glob(os.path.join(sim.project_dir, "code_objects", f"syn{k}_pre_codeobject*.cu"))
+        assert len(found) == 1
+        assert CONV_MARKER not in open(found[0]).read()
+        assert static_entries(sim.project_dir, f"syn{k}_sources") == cn.n_synapses()
+
+
 def test_conv_template_refuses_statements_it_was_not_written_for(tmp_path):
     """A pathway whose statements do not add to their target cannot take the kernel loop: code
     generation stops with GeneratedCodeMismatch instead of rendering other code."""
