@@ -27,10 +27,16 @@ at ``10k+5``, its spike monitor at ``10k+6``; all resets last (order ``1000+k``)
 So ``u_t = a*u+_{t-1} + c + W s_{t-1 layer}(t) + b`` exactly as in
 :mod:`sdsnn_brian.neuron`.
 
-Convolutions and pooling (:mod:`sdsnn_brian.layers`): a conv layer's ``syn{k}``
-holds one synapse per (input position, output position, kernel entry) triple in
-the order of its :class:`~sdsnn_brian.layers.SynapseMap`, each with its own ``w``
-(the trainer writes ``kernel.ravel()[kidx]`` before every run: tied weights).  An
+Convolutions and pooling (:mod:`sdsnn_brian.layers`): on C++ standalone with the event code
+(``conv_layout='kernel'``, the default there) a conv layer's ``syn{k}`` holds one synapse per
+kernel entry (:class:`~sdsnn_brian.layers.KernelMap`; its ``w`` is the kernel, its constant
+``kernel_entry`` the entry's flat index), and the generated code applies the kernel to each
+spiking source's output window (:func:`sdsnn_brian.codegen.conv_codeobj_class`): memory
+O(kernel + neurons), only the kernel uploaded per minibatch.  Elsewhere (brian2cuda, runtime,
+``event_code='brian2'``, or ``conv_layout='synapses'``) ``syn{k}`` holds one synapse per (input
+position, output position, kernel entry) triple in the order of its
+:class:`~sdsnn_brian.layers.SynapseMap`, each with its own ``w`` (the simulator writes
+``kernel.ravel()[kidx]`` before every run: tied weights).  An
 ``AvgPool2d`` before layer ``k`` becomes the relay group ``pool{k}`` (variable
 ``x``): ``poolsyn{k}`` (order ``10k-3``) adds ``1/(ph*pw)`` per source spike, the
 relay's threshold ``x > 0`` (order ``10k-2``) sends one event per active window,
@@ -61,7 +67,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["BrianObjects", "build_objects", "pack_input", "noise_table", "synapse_order", "present_synapses",
-           "target_rows", "BITS"]
+           "target_rows", "BITS", "CONV_LAYOUTS", "conv_layout_for", "conv_geometry"]
 
 #: Inputs packed into one TimedArray value.
 BITS = 32
@@ -132,6 +138,25 @@ def noise_table(noise) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(th, 0, 1)).reshape(B * T, N)
 
 
+#: How a conv layer is built: ``'kernel'``, one synapse per kernel entry and a kernel loop in the
+#: generated code (C++ standalone with the event code); ``'synapses'``, one Brian2 synapse per
+#: (input position, output position, kernel entry).
+CONV_LAYOUTS = ("kernel", "synapses")
+
+
+def conv_layout_for(device: str, event_code: str = "sdsnn") -> str:
+    """The conv layout a device builds by default: ``'kernel'`` on ``cpp_standalone`` with
+    ``event_code='sdsnn'``, ``'synapses'`` elsewhere (brian2cuda, runtime, Brian2's own code)."""
+    return "kernel" if device == "cpp_standalone" and event_code == "sdsnn" else "synapses"
+
+
+def conv_geometry(cn) -> dict:
+    """The geometry of conv connection ``cn`` for :func:`sdsnn_brian.codegen.conv_codeobj_class`."""
+    (C_in, H, W), (C_out, Ho, Wo) = cn.op_shape, cn.out_shape
+    (kh, kw), (sh, sw), (ph, pw) = cn.kernel, cn.stride, cn.padding
+    return dict(C_in=C_in, H=H, W=W, C_out=C_out, Ho=Ho, Wo=Wo, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
+
+
 class _OwnGroupFilter(logging.Filter):
     """Drops Brian2's warnings about the group called ``name``."""
 
@@ -158,7 +183,7 @@ def _threshold_without_reset(name):
 
 def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=None,
                   connectivity=None, noise_values=None, event_code="sdsnn",
-                  weight_dtype="float64", sizes=None) -> BrianObjects:
+                  weight_dtype="float64", sizes=None, conv_layout=None) -> BrianObjects:
     """Create the Brian2 objects for ``net`` running ``batch`` samples per simulation.
 
     ``stim_values``/``weights``/``biases`` set initial values (the runtime device
@@ -177,12 +202,29 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
     arithmetic stays float64).
     ``sizes``: per trained layer None or the number of neurons to build (a layer whose pruned
     neurons were left out; ``connectivity`` then numbers the built neurons).
+    ``conv_layout``: how conv layers are built (:data:`CONV_LAYOUTS`): ``'kernel'`` (one synapse
+    per kernel entry, the kernel loop of :func:`sdsnn_brian.codegen.conv_codeobj_class`; only
+    with the event code, i.e. C++ standalone and ``event_code='sdsnn'``: elsewhere a
+    ``ValueError``), ``'synapses'`` (one synapse per (input position, output position, kernel
+    entry)), or None: :func:`conv_layout_for` the current device.  A conv layer's
+    ``connectivity`` entry is then a :class:`~sdsnn_brian.layers.KernelMap`
+    (``Connection.kernel_map().select(mask)``) or a :class:`~sdsnn_brian.layers.SynapseMap`.
     """
     import brian2 as b2
 
-    from .codegen import event_codeobj_class, group_codeobj_class, input_codeobj_class, uses_event_code
+    from .codegen import (conv_codeobj_class, event_codeobj_class, group_codeobj_class, input_codeobj_class,
+                          uses_event_code)
+    from .layers import KernelMap
 
     own_code = uses_event_code(event_code)
+    if conv_layout is None:
+        conv_layout = "kernel" if own_code else "synapses"
+    if conv_layout not in CONV_LAYOUTS:
+        raise ValueError(f"unknown conv_layout {conv_layout!r}; known: {list(CONV_LAYOUTS)}")
+    if conv_layout == "kernel" and not own_code:
+        raise ValueError("conv_layout='kernel' needs sdsnn_brian's event code: the cpp_standalone device with "
+                         "event_code='sdsnn' (brian2cuda, the runtime device and Brian2's own templates build "
+                         "conv layers with conv_layout='synapses')")
 
     def codeobj_class(dense):
         return event_codeobj_class(dense) if own_code else None
@@ -268,14 +310,26 @@ def build_objects(net, batch: int, *, stim_values=None, weights=None, biases=Non
             on_pre = f"{m}_post += w * x_pre * w_unit"
         n_pre, n_post = prev.N, G.N
         conn = None if connectivity is None else connectivity[k - 1]
-        S = b2.Synapses(prev, G, "w : 1", on_pre=on_pre, namespace={"w_unit": unit},
+        kernel = cn.kind == "conv" and conv_layout == "kernel"
+        if kernel:  # one synapse per kernel entry; the kernel loop finds the targets
+            cls = conv_codeobj_class(conv_geometry(cn))
+        else:
+            cls = codeobj_class(cn.kind != "conv")  # rows, where the layout has them
+        S = b2.Synapses(prev, G, "w : 1" + ("\nkernel_entry : integer (constant)" if kernel else ""),
+                        on_pre=on_pre, namespace={"w_unit": unit},
                         dtype={"w": np.dtype(weight_dtype).type},
                         delay=0 * b2.second, name=f"syn{k}",  # one shared delay, not one per synapse
-                        codeobj_class=codeobj_class(cn.kind != "conv"))  # rows, where the layout has them
+                        codeobj_class=cls)
         if cn.kind == "conv":
-            smap = cn.synapse_map() if conn is None else conn
+            smap = (cn.kernel_map() if kernel else cn.synapse_map()) if conn is None else conn
+            if isinstance(smap, KernelMap) != kernel:
+                raise ValueError(f"layer {k}: the connectivity of a conv layer built with conv_layout="
+                                 f"{conv_layout!r} must be a {'KernelMap' if kernel else 'SynapseMap'} "
+                                 f"(Connection.{'kernel_map' if kernel else 'synapse_map'}().select(mask))")
             if len(smap):
                 S.connect(i=smap.pre, j=smap.post)
+                if kernel:
+                    S.kernel_entry = smap.kidx
                 if weights is not None:
                     S.w = smap.expand(weights[k - 1])
         else:

@@ -325,6 +325,7 @@ def _prepare_train(args, comm=None):
     from . import SGD, Adam, CosineLR, StepLR, Trainer
     from .callbacks import RunDirectory
     from .data import MNIST
+    from .builder import conv_layout_for
     from .device import check_memory, memory_estimate
     from .models import mnist_fc, sdsnn_conv
     from .structure import SDSNNConfig, StructureSchedule, network_layer_specs
@@ -344,7 +345,8 @@ def _prepare_train(args, comm=None):
                        bias=args.bias)
     # refuse a network the machine has no memory for, before any of it is allocated
     check_memory(memory_estimate(net, args.batch_size, weight_dtype=getattr(args, "weight_dtype", "float64"),
-                                 training_arrays=Trainer.TRAINING_ARRAYS))
+                                 training_arrays=Trainer.TRAINING_ARRAYS,
+                                 conv_layout=conv_layout_for(getattr(args, "device", "cpp_standalone"))))
     if args.surrogate not in SURROGATES:
         raise ValueError(f"unknown surrogate {args.surrogate!r}; known: {sorted(SURROGATES)}")
     surrogate = {"name": args.surrogate}

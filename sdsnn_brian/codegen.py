@@ -73,7 +73,7 @@ import hashlib
 import os
 import re
 
-__all__ = ["event_codeobj_class", "input_codeobj_class", "group_codeobj_class", "uses_event_code", "tune_generated_code", "serving_supported", "source_version",
+__all__ = ["event_codeobj_class", "conv_codeobj_class", "CONV_MARKER", "input_codeobj_class", "group_codeobj_class", "uses_event_code", "tune_generated_code", "serving_supported", "source_version",
            "EVENT_CODES", "SERVE_DONE", "GeneratedCodeMismatch"]
 
 #: ``'sdsnn'``: the queue-free propagation of this module; ``'brian2'``: Brian2's own templates.
@@ -85,6 +85,10 @@ TEMPLATES_DIR = "templates"
 ROWS_BLOCK = 4
 INPUT_TEMPLATES_DIR = "templates/input"
 GROUP_TEMPLATES_DIR = "templates/group"
+CONV_TEMPLATES_DIR = "templates/conv"
+#: The comment ``templates/conv/synapses.cpp`` puts at the head of every kernel loop it renders
+#: (followed by the layer's geometry): how a build shows that its conv layers run as kernels.
+CONV_MARKER = "// sdsnn_brian: convolution kernel loop"
 _CLASSES = {}
 
 
@@ -93,7 +97,7 @@ def source_version() -> str:
     h = hashlib.sha256()
     here = os.path.dirname(os.path.abspath(__file__))
     paths = [os.path.abspath(__file__)]
-    for folder in (TEMPLATES_DIR, INPUT_TEMPLATES_DIR, GROUP_TEMPLATES_DIR):
+    for folder in (TEMPLATES_DIR, INPUT_TEMPLATES_DIR, GROUP_TEMPLATES_DIR, CONV_TEMPLATES_DIR):
         tdir = os.path.join(here, folder)
         paths += [os.path.join(tdir, f) for f in sorted(os.listdir(tdir)) if f.endswith(".cpp")]
     for p in paths:
@@ -130,6 +134,53 @@ def event_codeobj_class(dense: bool):
                        + (", all-to-all rows vectorised" if dense else ""),
         })
     return _CLASSES[dense]
+
+
+def _template_failure(message):
+    """Called from a template that cannot apply (see ``templates/conv/synapses.cpp``): code
+    generation stops with :class:`GeneratedCodeMismatch` instead of rendering other code."""
+    import brian2
+
+    raise GeneratedCodeMismatch(f"sdsnn_brian's template does not apply to the code Brian2 {brian2.__version__} "
+                                f"generated: {message}")
+
+
+#: The geometry a conv code object class is made for, in this order.
+CONV_GEOMETRY = ("C_in", "H", "W", "C_out", "Ho", "Wo", "kh", "kw", "sh", "sw", "ph", "pw")
+
+
+def conv_codeobj_class(geometry: dict):
+    """The C++ standalone code object class for a convolution built as its kernel.
+
+    ``geometry``: the keys of :data:`CONV_GEOMETRY` (the operator's input ``C_in x H x W``,
+    its output ``C_out x Ho x Wo``, kernel, stride and padding).  The pathway's synapses are
+    the kernel entries (:class:`~sdsnn_brian.layers.KernelMap`: synapse ``q`` carries entry
+    ``kernel_entry[q]`` of the flat ``(C_out, C_in, kh, kw)`` kernel and its weight ``w[q]``);
+    ``templates/conv/synapses.cpp`` decodes each spiking source ``(c, y, x)`` and applies the
+    pathway's statements (Brian2's ``on_pre``) to every output position its window reaches,
+    once per kernel entry of that offset, output channel by output channel.  Entries whose
+    weight is 0 at the first step of a run are skipped for that run.  Spiking sources are
+    taken in ascending order and a source reaches each target through one kernel entry, so
+    every membrane receives the same sum in the same order as through one Brian2 synapse per
+    (input position, output position, kernel entry).  No spike is queued
+    (``templates/synapses_push_spikes.cpp``).
+    """
+    missing = [k for k in CONV_GEOMETRY if k not in geometry]
+    if missing:
+        raise ValueError(f"conv geometry lacks {missing}")
+    g = tuple(int(geometry[k]) for k in CONV_GEOMETRY)
+    key = ("conv",) + g
+    if key not in _CLASSES:
+        base = event_codeobj_class(False)  # its push_spikes template (nothing queued) is this class's too
+        templater = base.templater.derive(
+            "sdsnn_brian", templates_dir=CONV_TEMPLATES_DIR,
+            env_globals={"sdsnn_conv": dict(zip(CONV_GEOMETRY, g)), "sdsnn_conv_marker": CONV_MARKER,
+                         "sdsnn_fail": _template_failure})
+        _CLASSES[key] = type("ConvKernelCodeObject", (base,), {
+            "templater": templater,
+            "__doc__": "C++ standalone code object: a convolution applied from its kernel, source by source",
+        })
+    return _CLASSES[key]
 
 
 def input_codeobj_class(stim_name: str, bits: int):

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .codegen import EVENT_CODES, SERVE_DONE, serving_supported, tune_generated_code
-from .builder import build_objects, noise_table, pack_input, present_synapses, synapse_order, target_rows
+from .builder import (CONV_LAYOUTS, build_objects, conv_layout_for, noise_table, pack_input, present_synapses,
+                      synapse_order, target_rows)
 
 __all__ = ["Simulator", "Recording", "DEVICES", "cache_root", "keep_freed_memory", "MemoryEstimate",
            "memory_estimate", "check_memory", "available_memory", "NotEnoughMemoryError"]
@@ -199,11 +200,12 @@ class MemoryEstimate:
 
 
 def memory_estimate(net, batch_size: int, *, weight_dtype: str = "float64", sizes: dict | None = None,
-                    training_arrays: int = 0) -> MemoryEstimate:
+                    training_arrays: int = 0, conv_layout: str = "kernel") -> MemoryEstimate:
     """What simulating ``net`` in minibatches of ``batch_size`` takes, in the binary and in Python.
 
     * synapses: every synapse of the build (``sizes``: :meth:`Simulator.expected_sizes`, default the
-      full build; pooling relays' synapses included) x (:data:`SYNAPSE_BYTES` + 2 x the weight's bytes);
+      full build with ``conv_layout``, by default conv layers as their kernels; pooling relays'
+      synapses included) x (:data:`SYNAPSE_BYTES` + 2 x the weight's bytes);
     * neurons: every neuron x :data:`NEURON_BYTES`;
     * recordings: steps x batch x neurons of every trained layer x :data:`RECORDING_BYTES`;
     * inputs: every other ``run_args`` value x 8 x :data:`INPUT_COPIES`;
@@ -212,7 +214,7 @@ def memory_estimate(net, batch_size: int, *, weight_dtype: str = "float64", size
     """
     T, B = net.steps, int(batch_size)
     if sizes is None:
-        sizes = _expected_sizes(net, B, None)
+        sizes = _expected_sizes(net, B, None, conv_layout)
     weight_bytes = np.dtype(weight_dtype).itemsize
     layers = []  # per connection: (what, synapses)
     for k, cn in enumerate(net.connections, start=1):
@@ -353,6 +355,16 @@ class Simulator:
         bound by memory traffic); every other variable and all arithmetic stay float64, so the
         run equals a float64 run with the weights rounded to float32 (tested against the numpy
         re-simulation with rounded weights).  :meth:`run` still takes float64 weights.
+    conv_layout : str, optional
+        How conv layers are built: ``'kernel'`` (the default on ``cpp_standalone`` with
+        ``event_code='sdsnn'``): ``syn{k}`` holds one synapse per kernel entry and the generated
+        code adds, for each spiking source, the kernel slice to its output window
+        (:func:`sdsnn_brian.codegen.conv_codeobj_class`), so the build's memory is O(kernel +
+        neurons) and only the kernel is uploaded per minibatch; ``'synapses'``: one Brian2
+        synapse per (input position, output position, kernel entry), each given its kernel value
+        at every run (the default, and the only layout, on ``cuda_standalone`` and ``runtime``, and
+        with ``event_code='brian2'``; asking for ``'kernel'`` there is a ``ValueError``).  Both give
+        the same spikes and membranes, bit for bit.  :attr:`conv_layout` is the layout in use.
     memory_check : bool
         Before generating code, compare :meth:`memory_estimate` (synapses, neurons, recordings and
         inputs, in the binary and in Python) with the memory available and raise
@@ -363,12 +375,22 @@ class Simulator:
     def __init__(self, net, batch_size: int, device: str = "cpp_standalone", *, threads: int = 0,
                  cache_dir: str | None = None, cuda_options: dict | None = None, masks=None,
                  compact_below: float = 0.2, event_code: str = "sdsnn", persistent: bool = True,
-                 weight_dtype: str = "float64", memory_check: bool = True):
+                 weight_dtype: str = "float64", memory_check: bool = True, conv_layout: str | None = None):
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; known: {list(DEVICES)}")
         if event_code not in EVENT_CODES:
             raise ValueError(f"unknown event_code {event_code!r}; known: {list(EVENT_CODES)}")
         self.event_code = event_code
+        supported = conv_layout_for(device, event_code)
+        if conv_layout is None:
+            conv_layout = supported
+        if conv_layout not in CONV_LAYOUTS:
+            raise ValueError(f"unknown conv_layout {conv_layout!r}; known: {list(CONV_LAYOUTS)}")
+        if conv_layout == "kernel" and supported != "kernel":
+            raise ValueError(f"conv_layout='kernel' needs device='cpp_standalone' with event_code='sdsnn' "
+                             f"(got {device!r}, {event_code!r}); this device builds conv_layout='synapses'")
+        #: ``'kernel'`` or ``'synapses'``: how this simulator builds its conv layers.
+        self.conv_layout = conv_layout
         if weight_dtype not in ("float64", "float32"):
             raise ValueError(f"weight_dtype must be 'float64' or 'float32', got {weight_dtype!r}")
         self.weight_dtype = weight_dtype
@@ -427,8 +449,9 @@ class Simulator:
                     connectivity.append(None)
                     h.update(b"all")
                     continue
-                if net.connections[k].kind == "conv":
-                    conn = net.connections[k].synapse_map().select(m)  # the kernel entries present
+                if net.connections[k].kind == "conv":  # the kernel entries present
+                    cn = net.connections[k]
+                    conn = (cn.kernel_map() if conv_layout == "kernel" else cn.synapse_map()).select(m)
                 else:
                     conn = present_synapses(m)
                 self.capacity[k] = np.asarray(m) != 0
@@ -453,7 +476,9 @@ class Simulator:
 
             key = "|".join([net.structure_key(), str(self.batch_size), device, str(self.threads),
                             brian2.__version__, _builder_version(), repr(sorted(self.cuda_options.items())),
-                            conn_key, event_code] + ([] if weight_dtype == "float64" else [weight_dtype]))
+                            conn_key, event_code] + ([] if weight_dtype == "float64" else [weight_dtype])
+                           + ([] if conv_layout == "synapses" or not any(c.kind == "conv" for c in net.connections)
+                              else ["conv-kernel"]))
             digest = hashlib.sha256(key.encode()).hexdigest()[:16]
             self.key = digest
             root = cache_dir or cache_root()
@@ -494,8 +519,9 @@ class Simulator:
             b2.defaultclock.dt = self.net.dt
             objs = build_objects(self.net, self.batch_size, connectivity=self._build_connectivity,
                                  event_code=self.event_code, weight_dtype=self.weight_dtype,
-                                 sizes=[None if k is None else len(k) for k in self.neurons_built])
-            objs.network.run(objs.duration)
+                                 sizes=[None if k is None else len(k) for k in self.neurons_built],
+                                 conv_layout=self.conv_layout)
+            _run_declaration(objs)
             if self.device == "cuda_standalone":
                 compile_ = self.cuda_options.get("compile", True)
                 with _interrupted_compilation():
@@ -573,7 +599,7 @@ class Simulator:
 
     def expected_sizes(self) -> dict:
         """The size of every array the binary takes, by Brian2 name."""
-        return _expected_sizes(self.net, self.batch_size, self.connectivity)
+        return _expected_sizes(self.net, self.batch_size, self.connectivity, self.conv_layout)
 
     def memory_estimate(self) -> MemoryEstimate:
         """What this simulator's build and runs take in memory (:func:`memory_estimate`)."""
@@ -663,8 +689,8 @@ class Simulator:
         for k, (w, b, layer, cn) in enumerate(zip(weights, biases, self.net.trained, self.net.connections),
                                               start=1):
             conn = self.connectivity[k - 1] if self.connectivity is not None else None
-            if cn.kind == "conv":  # tied weights: one value per synapse, from the kernel
-                smap = cn.synapse_map() if conn is None else conn
+            if cn.kind == "conv":  # the kernel's entries, or one value per synapse from the kernel (tied)
+                smap = (cn.kernel_map() if self.conv_layout == "kernel" else cn.synapse_map()) if conn is None else conn
                 if len(smap):
                     named[f"syn{k}.w"] = smap.expand(w)
             elif conn is None or len(conn[0]):
@@ -715,7 +741,7 @@ class Simulator:
         b2.defaultclock.dt = self.net.dt
         objs = build_objects(self.net, self.batch_size, stim_values=pack_input(spikes), weights=weights,
                              biases=biases, connectivity=self.connectivity, noise_values=self._noise,
-                             weight_dtype=self.weight_dtype)
+                             weight_dtype=self.weight_dtype, conv_layout=self.conv_layout)
         t1 = time.perf_counter()
         objs.network.run(objs.duration)
         t2 = time.perf_counter()
@@ -751,9 +777,27 @@ class Simulator:
             shutil.rmtree(self.project_dir, ignore_errors=True)
 
 
-def _expected_sizes(net, batch_size, connectivity) -> dict:
+def _run_declaration(objs):
+    """``objs.network.run`` on a standalone device (code generation); a template of
+    :mod:`sdsnn_brian.codegen` that does not apply raises its :class:`GeneratedCodeMismatch` itself,
+    not wrapped in Brian2's ``BrianObjectException``."""
+    from .codegen import GeneratedCodeMismatch
+
+    try:
+        objs.network.run(objs.duration)
+    except Exception as exc:
+        cause = exc
+        while cause is not None and not isinstance(cause, GeneratedCodeMismatch):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from exc
+        raise
+
+
+def _expected_sizes(net, batch_size, connectivity, conv_layout="synapses") -> dict:
     """The size of every array the binary of ``net`` takes, by Brian2 name (``connectivity``: per
-    layer None for the full layer, or the build's synapses)."""
+    layer None for the full layer, or the build's synapses; ``conv_layout``: conv layers as their
+    kernel entries, or one synapse per position pair and kernel entry)."""
     T, B = net.steps, batch_size
     blocks = -(-net.input.size // 32)
     sizes = {"stim.values": (B * T, blocks)}
@@ -761,7 +805,10 @@ def _expected_sizes(net, batch_size, connectivity) -> dict:
         conn = connectivity[k - 1] if connectivity is not None else None
         n_post = cn.n_post
         if cn.kind == "conv":
-            n_syn = len(cn.synapse_map() if conn is None else conn)
+            if conn is None:
+                n_syn = int(np.prod(cn.param_shape)) if conv_layout == "kernel" else cn.n_synapses()
+            else:
+                n_syn = len(conn)
         else:
             n_syn = cn.n_post * cn.n_op if conn is None else len(conn[0])
         if n_syn:

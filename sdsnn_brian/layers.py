@@ -15,9 +15,12 @@ Per trained layer ``k`` a :class:`Connection` says what it sees and how:
 
 Tied weights (Brian2 2.8 has no synaptic weight sharing)
 --------------------------------------------------------
-A conv layer is one ``Synapses`` object with one synapse per (input position,
-output position) pair that a kernel entry links; synapse ``q`` carries the value
-``K.ravel()[kidx[q]]`` (:class:`SynapseMap`), written by the trainer before every
+On C++ standalone (with sdsnn_brian's event code) a conv layer is one ``Synapses``
+object with one synapse per kernel entry (:class:`KernelMap`), whose generated code
+applies the kernel to each spiking source's output window
+(:func:`sdsnn_brian.codegen.conv_codeobj_class`).  Elsewhere it has one synapse per
+(input position, output position) pair that a kernel entry links; synapse ``q``
+carries the value ``K.ravel()[kidx[q]]`` (:class:`SynapseMap`), written before every
 run.  Gradients are computed per kernel entry directly (im2col), which equals
 ``np.bincount(kidx, weights=per-synapse gradient)``; the tests check both.
 
@@ -48,7 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Connection", "SynapseMap", "LayerDynamics", "connections_of", "conv2d_synapses"]
+__all__ = ["Connection", "SynapseMap", "KernelMap", "LayerDynamics", "connections_of", "conv2d_synapses",
+           "conv2d_kernel_entries"]
 
 #: Elements of scratch (im2col columns) per chunk of the conv operators' products (2^21 was the
 #: fastest of 2^20..2^24 in benchmarks/conv_backward.py: the chunk stays in the cache).
@@ -82,7 +86,7 @@ class SynapseMap:
     def select(self, mask) -> "SynapseMap":
         """The synapses whose parameter entry is present in ``mask`` (parameter-shaped 0/1)."""
         keep = np.asarray(mask).ravel()[self.kidx] != 0
-        return SynapseMap(self.pre[keep], self.post[keep], self.kidx[keep])
+        return type(self)(self.pre[keep], self.post[keep], self.kidx[keep])
 
     def expand(self, param) -> np.ndarray:
         """Per-synapse float64 values of a parameter-shaped array."""
@@ -92,6 +96,31 @@ class SynapseMap:
         """Sum per-synapse values per parameter entry (the tied-weight gradient rule)."""
         n = int(np.prod(shape))
         return np.bincount(self.kidx, weights=per_synapse, minlength=n).reshape(shape)
+
+
+class KernelMap(SynapseMap):
+    """The synapses of a conv layer built as its kernel (C++ standalone, :mod:`sdsnn_brian.codegen`):
+    one synapse per kernel entry, ``kidx[q]`` its flat index into ``(C_out, C_in, kh, kw)``.
+
+    Ordered tap-major: input channel, kernel row, kernel column, then output channel (the
+    entries one source spike reaches through one kernel offset lie together).  ``pre[q]`` is
+    the first position of the entry's input channel and ``post[q]`` the first position of its
+    output channel: Brian2 needs valid indices, the generated code ignores them and finds the
+    targets of each spiking source from the layer's geometry.
+    """
+
+
+def conv2d_kernel_entries(in_shape, out_channels, kernel, out_hw) -> KernelMap:
+    """Every kernel entry of a 2-D convolution as a :class:`KernelMap` (tap-major)."""
+    C_in, H, W = in_shape
+    kh, kw = kernel
+    Ho, Wo = out_hw
+    ci, ky, kx, co = np.meshgrid(np.arange(C_in), np.arange(kh), np.arange(kw), np.arange(out_channels),
+                                 indexing="ij")
+    kidx = ((co * C_in + ci) * kh + ky) * kw + kx
+    itype = np.int32 if max(C_in * H * W, out_channels * Ho * Wo, kidx.size) < 2 ** 31 else np.int64
+    return KernelMap((ci * (H * W)).ravel().astype(itype), (co * (Ho * Wo)).ravel().astype(itype),
+                     kidx.ravel().astype(itype))
 
 
 def conv2d_synapses(in_shape, out_channels, kernel, stride, padding) -> SynapseMap:
@@ -147,6 +176,7 @@ class Connection:
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
     _map: SynapseMap | None = field(default=None, repr=False, compare=False)
+    _kmap: KernelMap | None = field(default=None, repr=False, compare=False)
 
     # -- sizes ----------------------------------------------------------------
     @property
@@ -184,12 +214,36 @@ class Connection:
             self._map = conv2d_synapses(self.op_shape, self.out_shape[0], self.kernel, self.stride, self.padding)
         return self._map
 
+    def kernel_map(self) -> KernelMap:
+        """The conv layer's kernel entries as the synapses of a kernel build (:class:`KernelMap`); cached."""
+        if self.kind != "conv":
+            raise ValueError(f"layer {self.index} is dense: it has no kernel")
+        if self._kmap is None:
+            self._kmap = conv2d_kernel_entries(self.op_shape, self.out_shape[0], self.kernel, self.out_shape[1:])
+        return self._kmap
+
     def n_synapses(self, mask=None) -> int:
-        """Synapses of the build (present ones only when ``mask`` is given)."""
+        """Synapses of the layer, one per (input position, output position, kernel entry) for a conv
+        layer (present ones only when ``mask`` is given); counted without building the map."""
         if self.kind == "dense":
             return self.n_op * self.n_post if mask is None else int(np.count_nonzero(mask))
-        m = self.synapse_map()
-        return len(m) if mask is None else int(np.count_nonzero(np.asarray(mask).ravel()[m.kidx]))
+        per_entry = np.broadcast_to(self.positions_per_offset(), self.param_shape)
+        if mask is None:
+            return int(per_entry.sum())
+        return int(per_entry[np.asarray(mask) != 0].sum())
+
+    def positions_per_offset(self) -> np.ndarray:
+        """``(kh, kw)``: for each kernel offset, the output positions whose window puts it on the input
+        map (not on the padding): the synapses each kernel entry of that offset stands for."""
+        _, H, W = self.op_shape
+        _, Ho, Wo = self.out_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+
+        def inside(n_out, k, s, p, n_in):
+            pos = np.arange(n_out)[:, None] * s + np.arange(k)[None, :] - p
+            return ((pos >= 0) & (pos < n_in)).sum(axis=0)
+
+        return np.outer(inside(Ho, kh, sh, ph, H), inside(Wo, kw, sw, pw, W))
 
     def pool_members(self) -> tuple:
         """``(source, relay)`` index arrays: which neuron below feeds which pooled position."""
