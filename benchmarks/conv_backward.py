@@ -20,7 +20,7 @@ nonzero entry and the input window a spike (``rows-gather``), or, for ``dX``, on
 rows of ``G`` (scatter of those rows only); ``G`` in channel-major layout ``[C_out, T*B, Ho*Wo]``
 so that both products are one matrix product per chunk without transposing G (``new``, the
 library's now, which leaves out the rows ``t*B + b`` whose ``G`` -- or, for dK, input -- is all
-zero when they are more than 10 %; ``new-all-rows`` never, ``new-skip-always`` always leaves
+zero when they are more than 20 %; ``new-all-rows`` never, ``new-skip-always`` always leaves
 them out; ``new-chunk-2^k`` other chunk sizes, the library's being 2^21); one small product per
 sample on G's natural layout (``per-sample``); ``np.add.at`` for the scatter of ``dX``.  For the
 per-layer ``g``: the old whole-array computation, the new step-by-step one in cache-sized blocks
@@ -55,6 +55,8 @@ parser.add_argument("--parts", nargs="*", default=None, help="only these parts (
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--cache", default=None, help="recording cache (.npz); default in the temp dir")
 parser.add_argument("--out", default=None, help="JSON (default benchmarks/conv_backward[_DATASET].json)")
+parser.add_argument("--merge", action="store_true",
+                    help="keep the results of other --dtypes/--threads already in --out (same recording)")
 args = parser.parse_args()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(max(args.threads))
@@ -488,7 +490,18 @@ def main():
     print(rec["source"], flush=True)
     st = stats(net, rec)
     print("recording: " + ", ".join(f"{k} {v:.3f}" for k, v in st.items()), flush=True)
-    results = []
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                   "conv_backward.json" if args.dataset == "mnist"
+                                   else f"conv_backward_{args.dataset}.json")
+    results, commands = [], []
+    if args.merge and os.path.exists(out):  # keep the other precisions / thread counts of an earlier run
+        with open(out) as fh:
+            old = json.load(fh)
+        if old.get("recording") != rec["source"]:
+            raise SystemExit(f"--merge: {out} was measured on another recording")
+        results = [r for r in old["results"] if not (r["dtype"] in args.dtypes and r["threads"] in args.threads)]
+        commands = old.get("commands", [old.get("command")])
+    commands.append("python benchmarks/conv_backward.py " + " ".join(sys.argv[1:]))
     for dtname in args.dtypes:
         dtype = np.dtype(dtname)
         P = parts(net, rec, dtype)
@@ -523,37 +536,40 @@ def main():
                                     "cpu_ms_median": 1e3 * float(np.median(c)),
                                     "wall_ms_min": 1e3 * float(np.min(w)), "cpu_ms_min": 1e3 * float(np.min(c)),
                                     "rel_error_vs_legacy": table[p][1][k]})
-    base = {(r["part"], r["dtype"], r["threads"]): r for r in results if r["alternative"] == "legacy"}
-    for r in results:
-        b = base[(r["part"], r["dtype"], r["threads"])]
-        r["wall_ratio_vs_legacy"] = r["wall_ms_median"] / b["wall_ms_median"]
-        r["cpu_ratio_vs_legacy"] = r["cpu_ms_median"] / b["cpu_ms_median"]
+                write(out, results, commands, rec, st)  # after every block: a killed run keeps its numbers
+        del P, table
     print("\n| part | alternative | dtype | BLAS threads | wall ms (median) | / legacy | CPU ms (median) | / legacy "
           "| rel. error vs legacy |\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(f"| {r['part']} | {r['alternative']} | {r['dtype']} | {r['threads']} | {r['wall_ms_median']:.1f} | "
               f"{r['wall_ratio_vs_legacy']:.3f} | {r['cpu_ms_median']:.1f} | {r['cpu_ratio_vs_legacy']:.3f} | "
               f"{r['rel_error_vs_legacy']:.1e} |")
+    print(f"written: {out}")
+
+
+def write(out, results, commands, rec, st):
+    base = {(r["part"], r["dtype"], r["threads"]): r for r in results if r["alternative"] == "legacy"}
+    for r in results:
+        b = base[(r["part"], r["dtype"], r["threads"])]
+        r["wall_ratio_vs_legacy"] = r["wall_ms_median"] / b["wall_ms_median"]
+        r["cpu_ratio_vs_legacy"] = r["cpu_ms_median"] / b["cpu_ms_median"]
     try:
         from threadpoolctl import threadpool_info
-        blas = [{k: i.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture")}
                 for i in threadpool_info() if i.get("user_api") == "blas"]
     except ImportError:
         blas = None
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                   "conv_backward.json" if args.dataset == "mnist"
-                                   else f"conv_backward_{args.dataset}.json")
     with open(out, "w") as fh:
-        json.dump({"command": "python benchmarks/conv_backward.py " + " ".join(sys.argv[1:]),
+        json.dump({"commands": commands,
                    "network": "sdsnn_conv " + "x".join(map(str, SHAPES[args.dataset]))
                               + " (15C3-AP2-40C3-AP2-FC300-FC10)",
                    "batch_size": B, "T": T, "recording": rec["source"], "recording_stats": st,
-                   "repeats": args.repeats, "threads": args.threads, "blas": blas, "cpu_count": os.cpu_count(),
+                   "repeats": args.repeats, "blas": blas, "cpu_count": os.cpu_count(),
                    "load_average_at_end": list(os.getloadavg()),
                    "protocol": "every alternative of every part once per round, rounds repeated; medians; "
-                               "wall = perf_counter, cpu = process_time (all threads of the process)",
+                               "wall = perf_counter, cpu = process_time (all threads of the process); "
+                               "ratios against 'legacy' of the same part, precision and BLAS thread count",
                    "results": results}, fh, indent=1)
-    print(f"written: {out}")
 
 
 if __name__ == "__main__":
