@@ -42,6 +42,9 @@ p.add_argument("--rounds", type=int, default=20)
 p.add_argument("--batch", type=int, default=100)
 p.add_argument("--steps", type=int, default=20)
 p.add_argument("--dvs-steps", type=int, default=4)
+p.add_argument("--gains", type=float, nargs=4, default=[3.0, 4.0, 4.0, 4.0],
+               help="per-layer factors on the initial weights for the 'active' weight set (about 10-25 %% of "
+                    "the neurons spike per step, as in training; the initial weights alone leave FC300 silent)")
 p.add_argument("--skip-mnist", action="store_true")
 p.add_argument("--skip-dvs", action="store_true")
 p.add_argument("--dvs-old", action="store_true", help="also build the DVS-Gesture-sized network per synapse")
@@ -88,33 +91,36 @@ if not args.skip_mnist:
         build[layout] = time.perf_counter() - t0
         print(f"MNIST conv, {layout}: built in {build[layout]:.0f} s, {sims[layout].synapses_built:,} synapses",
               flush=True)
-    recs = {layout: sims[layout].run(x, W, b) for layout in LAYOUTS}  # warm-up; also the equality check
-    for l in range(len(recs["kernel"].u)):
-        assert np.array_equal(recs["kernel"].u[l], recs["synapses"].u[l])
-        assert np.array_equal(recs["kernel"].s[l], recs["synapses"].s[l])
-    rates = [float(s.mean()) for s in recs["kernel"].s]
-    times = {layout: {"simulation": [], "run": []} for layout in LAYOUTS}
-    loads = [load()]
-    for r in range(args.rounds):
-        for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
-            t0 = time.perf_counter()
-            rec = sims[layout].run(x, W, b)
-            times[layout]["run"].append(time.perf_counter() - t0)
-            times[layout]["simulation"].append(rec.timings["simulation"])
-        loads.append(load())
-    med = {layout: {k: float(np.median(v)) for k, v in times[layout].items()} for layout in LAYOUTS}
-    result["mnist"] = {
-        "network": net.name, "T": T, "batch": B, "rounds": args.rounds, "spike_rates": rates,
-        "synapses_built": {layout: sims[layout].synapses_built for layout in LAYOUTS},
-        "build_seconds": build, "median_seconds": med, "times": times,
-        "ratio_simulation": med["synapses"]["simulation"] / med["kernel"]["simulation"],
-        "ratio_run": med["synapses"]["run"] / med["kernel"]["run"],
-        "load_average": {"min": min(loads), "max": max(loads), "median": float(np.median(loads))},
-        "identical_recordings": True,
-    }
+    result["mnist"] = {"network": net.name, "T": T, "batch": B, "rounds": args.rounds,
+                       "synapses_built": {layout: sims[layout].synapses_built for layout in LAYOUTS},
+                       "build_seconds": build, "weights": {}}
+    for name, gains in (("init", [1.0] * 4), ("active", list(args.gains))):
+        Wg = [g * w for g, w in zip(gains, W)]
+        recs = {layout: sims[layout].run(x, Wg, b) for layout in LAYOUTS}  # warm-up, and the equality check
+        for l in range(len(recs["kernel"].u)):
+            assert np.array_equal(recs["kernel"].u[l], recs["synapses"].u[l])
+            assert np.array_equal(recs["kernel"].s[l], recs["synapses"].s[l])
+        rates = [float(s.mean()) for s in recs["kernel"].s]
+        times = {layout: {"simulation": [], "run": []} for layout in LAYOUTS}
+        loads = [load()]
+        for r in range(args.rounds):
+            for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
+                t0 = time.perf_counter()
+                rec = sims[layout].run(x, Wg, b)
+                times[layout]["run"].append(time.perf_counter() - t0)
+                times[layout]["simulation"].append(rec.timings["simulation"])
+            loads.append(load())
+        med = {layout: {k: float(np.median(v)) for k, v in times[layout].items()} for layout in LAYOUTS}
+        result["mnist"]["weights"][name] = {
+            "gains": gains, "spike_rates": rates, "median_seconds": med, "times": times,
+            "ratio_simulation": med["synapses"]["simulation"] / med["kernel"]["simulation"],
+            "ratio_run": med["synapses"]["run"] / med["kernel"]["run"],
+            "load_average": {"min": min(loads), "max": max(loads), "median": float(np.median(loads))},
+            "identical_recordings": True}
+        print(name, json.dumps({k: v for k, v in result["mnist"]["weights"][name].items() if k != "times"}),
+              flush=True)
     for layout in LAYOUTS:
         sims[layout].close()
-    print(json.dumps({k: v for k, v in result["mnist"].items() if k != "times"}, indent=1), flush=True)
 
 if not args.skip_dvs:
     T = args.dvs_steps
@@ -147,12 +153,15 @@ with open(args.out, "w") as fh:
 
 if "mnist" in result:
     m = result["mnist"]
-    print("\n| layout | synapses built | simulation ms (median) | run ms (median) |\n| --- | --- | --- | --- |")
-    for layout in LAYOUTS:
-        print(f"| {layout} | {m['synapses_built'][layout]:,} | {1e3 * m['median_seconds'][layout]['simulation']:.1f} "
-              f"| {1e3 * m['median_seconds'][layout]['run']:.1f} |")
-    print(f"\nratio synapses/kernel: simulation {m['ratio_simulation']:.2f}x, run {m['ratio_run']:.2f}x; "
-          f"load average {m['load_average']}")
+    print("\n| weights (spike rates per layer) | layout | synapses built | simulation ms (median) | run ms (median) |"
+          "\n| --- | --- | --- | --- | --- |")
+    for name, w in m["weights"].items():
+        for layout in LAYOUTS:
+            print(f"| {name} ({', '.join(f'{r:.3f}' for r in w['spike_rates'])}) | {layout} | "
+                  f"{m['synapses_built'][layout]:,} | {1e3 * w['median_seconds'][layout]['simulation']:.1f} "
+                  f"| {1e3 * w['median_seconds'][layout]['run']:.1f} |")
+        print(f"\n{name}: ratio synapses/kernel: simulation {w['ratio_simulation']:.2f}x, run {w['ratio_run']:.2f}x; "
+              f"load average {w['load_average']}\n")
 if "dvs_gesture" in result:
     d = result["dvs_gesture"]["kernel"]
     print(f"\nDVS-Gesture-sized (kernel): built in {d['build_seconds']:.0f} s, {d['synapses_built']:,} synapses, "
