@@ -133,6 +133,8 @@ def test_kernel_map_and_synapse_count(layers):
     mask = np.random.default_rng(0).random(cn.param_shape) < 0.4
     mask[0] = 0
     assert cn.n_synapses(mask) == len(sm.select(mask))
+    per_op = np.bincount(sm.pre, weights=(mask.ravel()[sm.kidx] != 0).astype(np.float64), minlength=cn.n_op)
+    np.testing.assert_array_equal(cn.fanout(mask), per_op)  # computed without the map
     kept = km.select(mask)
     assert len(kept) == int(mask.sum()) and mask.ravel()[kept.kidx].all() and np.all(np.diff(kept.kidx % (n // C_out)) >= 0)
 
