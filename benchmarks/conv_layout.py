@@ -14,10 +14,12 @@ entry (``conv_layout='synapses'``), C++ standalone (issue 19).
 2. The DVS-Gesture-sized reference network (2x128x128 -> 15C3-AP2-40C3-AP2-FC300-FC11, batch 1,
    T = ``--dvs-steps``) built as kernels: build time, synapses in the build, the serving
    binary's peak resident memory (``VmHWM``) after one minibatch, and this Python process's
-   peak (``ru_maxrss``).  ``--dvs-old`` also builds it per synapse (about 38 M synapses; slow
+   peak while it declared, built and ran it (``VmHWM``, reset before each build).  ``--dvs-old`` also builds it per synapse (about 38 M synapses; slow
    and several GiB).
 
-Results: ``benchmarks/conv_layout.json`` (``--out``) and a markdown summary.
+Results: ``benchmarks/conv_layout.json`` (``--out``; the committed file holds the MNIST part,
+``benchmarks/conv_layout_dvs.json`` the DVS-Gesture part run with ``--skip-mnist --dvs-old``) and a
+markdown summary.
 """
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ p.add_argument("--rounds", type=int, default=20)
 p.add_argument("--batch", type=int, default=100)
 p.add_argument("--steps", type=int, default=20)
 p.add_argument("--dvs-steps", type=int, default=4)
+p.add_argument("--gains", type=float, nargs=4, default=[3.0, 4.0, 4.0, 4.0],
+               help="per-layer factors on the initial weights for the 'active' weight set (about 10-25 %% of "
+                    "the neurons spike per step, as in training; the initial weights alone leave FC300 silent)")
 p.add_argument("--skip-mnist", action="store_true")
 p.add_argument("--skip-dvs", action="store_true")
 p.add_argument("--dvs-old", action="store_true", help="also build the DVS-Gesture-sized network per synapse")
@@ -60,6 +65,17 @@ def peak_rss(pid) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return -1
+
+
+def reset_own_peak() -> bool:
+    """Reset this process's peak resident memory (VmHWM; Linux >= 4.0), so that the next build's peak
+    is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def load():
@@ -88,33 +104,36 @@ if not args.skip_mnist:
         build[layout] = time.perf_counter() - t0
         print(f"MNIST conv, {layout}: built in {build[layout]:.0f} s, {sims[layout].synapses_built:,} synapses",
               flush=True)
-    recs = {layout: sims[layout].run(x, W, b) for layout in LAYOUTS}  # warm-up; also the equality check
-    for l in range(len(recs["kernel"].u)):
-        assert np.array_equal(recs["kernel"].u[l], recs["synapses"].u[l])
-        assert np.array_equal(recs["kernel"].s[l], recs["synapses"].s[l])
-    rates = [float(s.mean()) for s in recs["kernel"].s]
-    times = {layout: {"simulation": [], "run": []} for layout in LAYOUTS}
-    loads = [load()]
-    for r in range(args.rounds):
-        for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
-            t0 = time.perf_counter()
-            rec = sims[layout].run(x, W, b)
-            times[layout]["run"].append(time.perf_counter() - t0)
-            times[layout]["simulation"].append(rec.timings["simulation"])
-        loads.append(load())
-    med = {layout: {k: float(np.median(v)) for k, v in times[layout].items()} for layout in LAYOUTS}
-    result["mnist"] = {
-        "network": net.name, "T": T, "batch": B, "rounds": args.rounds, "spike_rates": rates,
-        "synapses_built": {layout: sims[layout].synapses_built for layout in LAYOUTS},
-        "build_seconds": build, "median_seconds": med, "times": times,
-        "ratio_simulation": med["synapses"]["simulation"] / med["kernel"]["simulation"],
-        "ratio_run": med["synapses"]["run"] / med["kernel"]["run"],
-        "load_average": {"min": min(loads), "max": max(loads), "median": float(np.median(loads))},
-        "identical_recordings": True,
-    }
+    result["mnist"] = {"network": net.name, "T": T, "batch": B, "rounds": args.rounds,
+                       "synapses_built": {layout: sims[layout].synapses_built for layout in LAYOUTS},
+                       "build_seconds": build, "weights": {}}
+    for name, gains in (("init", [1.0] * 4), ("active", list(args.gains))):
+        Wg = [g * w for g, w in zip(gains, W)]
+        recs = {layout: sims[layout].run(x, Wg, b) for layout in LAYOUTS}  # warm-up, and the equality check
+        for l in range(len(recs["kernel"].u)):
+            assert np.array_equal(recs["kernel"].u[l], recs["synapses"].u[l])
+            assert np.array_equal(recs["kernel"].s[l], recs["synapses"].s[l])
+        rates = [float(s.mean()) for s in recs["kernel"].s]
+        times = {layout: {"simulation": [], "run": []} for layout in LAYOUTS}
+        loads = [load()]
+        for r in range(args.rounds):
+            for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
+                t0 = time.perf_counter()
+                rec = sims[layout].run(x, Wg, b)
+                times[layout]["run"].append(time.perf_counter() - t0)
+                times[layout]["simulation"].append(rec.timings["simulation"])
+            loads.append(load())
+        med = {layout: {k: float(np.median(v)) for k, v in times[layout].items()} for layout in LAYOUTS}
+        result["mnist"]["weights"][name] = {
+            "gains": gains, "spike_rates": rates, "median_seconds": med, "times": times,
+            "ratio_simulation": med["synapses"]["simulation"] / med["kernel"]["simulation"],
+            "ratio_run": med["synapses"]["run"] / med["kernel"]["run"],
+            "load_average": {"min": min(loads), "max": max(loads), "median": float(np.median(loads))},
+            "identical_recordings": True}
+        print(name, json.dumps({k: v for k, v in result["mnist"]["weights"][name].items() if k != "times"}),
+              flush=True)
     for layout in LAYOUTS:
         sims[layout].close()
-    print(json.dumps({k: v for k, v in result["mnist"].items() if k != "times"}, indent=1), flush=True)
 
 if not args.skip_dvs:
     T = args.dvs_steps
@@ -124,6 +143,7 @@ if not args.skip_dvs:
     x = (rng.random((T, 1, net.input.size)) < 0.05).astype(np.uint8)  # about an event frame's density
     dvs = {}
     for layout in (["kernel", "synapses"] if args.dvs_old else ["kernel"]):
+        own_peak = reset_own_peak()
         sim = Simulator(net, 1, "cpp_standalone", cache_dir=cache, conv_layout=layout, memory_check=False)
         t0 = time.perf_counter()
         sim.build()
@@ -134,7 +154,10 @@ if not args.skip_dvs:
         dvs[layout] = {"build_seconds": built, "first_run_seconds": run, "synapses_built": sim.synapses_built,
                        "binary_peak_rss_bytes": peak_rss(sim._server.proc.pid),
                        "estimate_bytes": sim.memory_estimate().total,
-                       "python_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                       # this build's own peak when VmHWM could be reset, else the process's peak so far
+                       "python_peak_rss_bytes": (peak_rss(os.getpid()) if own_peak else
+                                                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+                       "python_peak_is_this_builds": own_peak,
                        "spike_rates": [float(s.mean()) for s in rec.s], "load_average": load()}
         sim.close()
         print(f"DVS-Gesture-sized, {layout}: {json.dumps(dvs[layout])}", flush=True)
@@ -147,12 +170,15 @@ with open(args.out, "w") as fh:
 
 if "mnist" in result:
     m = result["mnist"]
-    print("\n| layout | synapses built | simulation ms (median) | run ms (median) |\n| --- | --- | --- | --- |")
-    for layout in LAYOUTS:
-        print(f"| {layout} | {m['synapses_built'][layout]:,} | {1e3 * m['median_seconds'][layout]['simulation']:.1f} "
-              f"| {1e3 * m['median_seconds'][layout]['run']:.1f} |")
-    print(f"\nratio synapses/kernel: simulation {m['ratio_simulation']:.2f}x, run {m['ratio_run']:.2f}x; "
-          f"load average {m['load_average']}")
+    print("\n| weights (spike rates per layer) | layout | synapses built | simulation ms (median) | run ms (median) |"
+          "\n| --- | --- | --- | --- | --- |")
+    for name, w in m["weights"].items():
+        for layout in LAYOUTS:
+            print(f"| {name} ({', '.join(f'{r:.3f}' for r in w['spike_rates'])}) | {layout} | "
+                  f"{m['synapses_built'][layout]:,} | {1e3 * w['median_seconds'][layout]['simulation']:.1f} "
+                  f"| {1e3 * w['median_seconds'][layout]['run']:.1f} |")
+        print(f"\n{name}: ratio synapses/kernel: simulation {w['ratio_simulation']:.2f}x, run {w['ratio_run']:.2f}x; "
+              f"load average {w['load_average']}\n")
 if "dvs_gesture" in result:
     d = result["dvs_gesture"]["kernel"]
     print(f"\nDVS-Gesture-sized (kernel): built in {d['build_seconds']:.0f} s, {d['synapses_built']:,} synapses, "

@@ -1,7 +1,7 @@
 """The generated C++: sdsnn_brian's event propagation, input decoding, serving mode, and the
 trims applied to Brian2's project.
 
-Five things make a C++ standalone minibatch cheaper than Brian2's generic code, without
+Six things make a C++ standalone minibatch cheaper than Brian2's generic code, without
 changing a single number it computes:
 
 **Event propagation without a spike queue** (:func:`event_codeobj_class`).  Every synaptic
@@ -45,6 +45,12 @@ generation, before ``make``):
   criterion ``next_clocks`` uses) instead of searching a ``std::set`` of current clocks, which
   becomes a ``std::vector`` (no allocation per step) -- in ``network.cpp`` and ``network.h``
   together (:func:`_network_files`).
+
+**Convolutions applied from their kernel** (:func:`conv_codeobj_class`): a conv layer's pathway
+holds one synapse per kernel entry and its code (``templates/conv/synapses.cpp``) adds, for each
+spiking source, the kernel slice to the membranes of its output window: the build holds O(kernel +
+neurons) instead of one synapse per (input position, output position, kernel entry), and only the
+kernel is uploaded per minibatch; spikes and membranes equal the per-synapse build's bit for bit.
 
 **Packed input decoding** (:func:`input_codeobj_class`): the input group's thresholder reads
 each packed 32-bit value once per step and turns its set bits into spikes
@@ -162,8 +168,14 @@ def conv_codeobj_class(geometry: dict):
     weight is 0 at the first step of a run are skipped for that run.  Spiking sources are
     taken in ascending order and a source reaches each target through one kernel entry, so
     every membrane receives the same sum in the same order as through one Brian2 synapse per
-    (input position, output position, kernel entry).  No spike is queued
-    (``templates/synapses_push_spikes.cpp``).
+    (input position, output position, kernel entry).  In a step with many events (more additions
+    than twice the layer's neurons) the targets' state is first copied into an array ordered
+    (position, output channel), where a kernel offset's entries are contiguous and a full offset
+    (every output channel live) is added as one vectorised loop, and copied back after the last
+    source -- the same additions in the same order.  No spike is queued
+    (``templates/synapses_push_spikes.cpp``).  A pathway whose statements do not load their target
+    through ``_postsynaptic_idx``, or use it otherwise than to index the target's state variables,
+    stops code generation with :class:`GeneratedCodeMismatch`.
     """
     missing = [k for k in CONV_GEOMETRY if k not in geometry]
     if missing:

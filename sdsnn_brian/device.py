@@ -789,8 +789,8 @@ def _run_declaration(objs):
         cause = exc
         while cause is not None and not isinstance(cause, GeneratedCodeMismatch):
             cause = cause.__cause__
-        if cause is not None:
-            raise cause from exc
+        if cause is not None:  # its message names the object; Brian2's wrapper adds nothing
+            raise cause.with_traceback(cause.__traceback__) from None
         raise
 
 

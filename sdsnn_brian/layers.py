@@ -232,6 +232,19 @@ class Connection:
             return int(per_entry.sum())
         return int(per_entry[np.asarray(mask) != 0].sum())
 
+    def _offset_reach(self) -> tuple:
+        """``(rows (kh, H), cols (kw, W))`` 0/1: whether kernel row (column) offset ``a`` puts input row
+        (column) ``y`` in the window of an output position (``oy*sh + a - ph = y``, ``0 <= oy < Ho``)."""
+        _, H, W = self.op_shape
+        _, Ho, Wo = self.out_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+
+        def reach(n_in, n_out, k, s, p):
+            n = np.arange(n_in)[None, :] + p - np.arange(k)[:, None]  # oy * s
+            return ((n >= 0) & (n % s == 0) & (n // s < n_out)).astype(np.float64)
+
+        return reach(H, Ho, kh, sh, ph), reach(W, Wo, kw, sw, pw)
+
     def positions_per_offset(self) -> np.ndarray:
         """``(kh, kw)``: for each kernel offset, the output positions whose window puts it on the input
         map (not on the padding): the synapses each kernel entry of that offset stands for."""
@@ -273,10 +286,11 @@ class Connection:
         m = np.asarray(mask)
         if self.kind == "dense":
             per_op = (m != 0).sum(axis=0).astype(np.float64)
-        else:
-            sm = self.synapse_map()
-            per_op = np.bincount(sm.pre, weights=(m.ravel()[sm.kidx] != 0).astype(np.float64),
-                                 minlength=self.n_op)
+        else:  # per input position: the present entries of each kernel offset that puts it in a window
+            C, H, W = self.op_shape
+            present = (m != 0).sum(axis=0).astype(np.float64)  # (C_in, kh, kw): output channels present
+            rows, cols = self._offset_reach()
+            per_op = np.einsum("cab,ay,bx->cyx", present, rows, cols).reshape(-1)
         if self.pool is None:
             return per_op
         src, relay = self.pool_members()

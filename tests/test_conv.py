@@ -133,6 +133,8 @@ def test_kernel_map_and_synapse_count(layers):
     mask = np.random.default_rng(0).random(cn.param_shape) < 0.4
     mask[0] = 0
     assert cn.n_synapses(mask) == len(sm.select(mask))
+    per_op = np.bincount(sm.pre, weights=(mask.ravel()[sm.kidx] != 0).astype(np.float64), minlength=cn.n_op)
+    np.testing.assert_array_equal(cn.fanout(mask), per_op)  # computed without the map
     kept = km.select(mask)
     assert len(kept) == int(mask.sum()) and mask.ravel()[kept.kidx].all() and np.all(np.diff(kept.kidx % (n // C_out)) >= 0)
 
@@ -288,6 +290,14 @@ def test_kernel_build_equals_numpy_and_the_per_synapse_build(cache_dir):
         for l in range(3):
             np.testing.assert_array_equal(rec.u[l], old.u[l])
             np.testing.assert_array_equal(rec.s[l], old.s[l])
+    # few events per step: the kernel loop adds into the targets directly (many: channel-last, above)
+    sparse = (np.random.default_rng(9).random(x.shape) < 0.02).astype(np.uint8)
+    u_ref, s_ref = numpy_conv_forward(net.dynamics(), specs_of(net), W, b, sparse, net.input.shape)
+    rec, old = kernel.run(sparse, W, b), per_synapse.run(sparse, W, b)
+    assert_forward(rec, u_ref, s_ref, spiking=False)
+    assert s_ref[0].sum() > 0
+    for l in range(3):
+        np.testing.assert_array_equal(rec.u[l], old.u[l])
     # the change is in the build: the kernel loop, with each layer's geometry, and kernel-sized synapses
     for k, (cn, geometry) in enumerate(zip(conv, ["C_in=2 H=13 W=15 -> C_out=4 Ho=7 Wo=8, kernel 3x3, stride 2x2, "
                                                   "padding 1x1",

@@ -19,3 +19,4 @@ def test_package_data_lists_every_template():
             assert any(fnmatch.fnmatch(rel, p) and rel.count("/") == p.count("/") for p in patterns), \
                 f"{rel} is read at run time but setup.cfg's package_data does not ship it"
     assert "templates/group/threshold.cpp" in shipped_here
+    assert "templates/conv/synapses.cpp" in shipped_here
