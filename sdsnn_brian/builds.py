@@ -132,15 +132,25 @@ class SimulatorPool:
         return candidate
 
 
+def _build_times(sim) -> tuple:
+    """``(path, {device: [seconds, ...]})`` of the compilations recorded in ``sim``'s cache."""
+    path = os.path.join(os.path.dirname(sim.project_dir), _BUILD_TIMES)
+    try:
+        with open(path) as fh:
+            seen = json.load(fh)
+    except (OSError, ValueError):
+        seen = {}
+    return path, seen if isinstance(seen, dict) else {}
+
+
 def expected_build_seconds(sim) -> int:
     """How long a compilation is likely to take: the median of the last ones recorded in the cache
     for this device (30 s for C++, 150 s for CUDA when none is)."""
     default = 150 if sim.device == "cuda_standalone" else 30
     try:
-        with open(os.path.join(os.path.dirname(sim.project_dir), _BUILD_TIMES)) as fh:
-            seen = json.load(fh).get(sim.device) or []
+        seen = _build_times(sim)[1].get(sim.device) or []
         return int(round(float(np.median(seen)))) if seen else default
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError):
         return default
 
 
@@ -148,14 +158,7 @@ def record_build_seconds(sim, seconds):
     """Remember a compilation's duration for :func:`expected_build_seconds` (best effort)."""
     from .rundir import write_json_atomic
 
-    path = os.path.join(os.path.dirname(sim.project_dir), _BUILD_TIMES)
-    try:
-        with open(path) as fh:
-            seen = json.load(fh)
-        if not isinstance(seen, dict):
-            seen = {}
-    except (OSError, ValueError):
-        seen = {}
+    path, seen = _build_times(sim)
     try:
         seen[sim.device] = (list(seen.get(sim.device) or []) + [round(float(seconds), 1)])[-9:]
         write_json_atomic(path, seen)

@@ -140,12 +140,12 @@ def _saved_options(run_dir):
     """``(cli_args, config)`` of the run in ``run_dir``: from its config.json, or, when that file is
     damaged, from its newest valid checkpoint (with a warning); errors name the file."""
     import json
-    import os
     import warnings
 
     from .checkpoint import latest_checkpoint, load_checkpoint
+    from .rundir import CONFIG_FILE
 
-    cfg_path = os.path.join(run_dir, "config.json")
+    cfg_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"cannot resume: {run_dir!r} is not a directory")
     problem = None
@@ -264,12 +264,12 @@ def cmd_train(args):
 
 
 def _interrupted_message(run_dir) -> str:
-    import os
     import shlex
 
     from .checkpoint import latest_checkpoint
+    from .rundir import CONFIG_FILE
 
-    if not run_dir or not os.path.exists(os.path.join(run_dir, "config.json")):
+    if not run_dir or not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         return "\nsdsnn: interrupted before training started; nothing was written"
     last = latest_checkpoint(run_dir)
     where = f"the last checkpoint is {last}" if last else "no checkpoint was written yet (it restarts from the beginning)"
