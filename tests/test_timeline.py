@@ -109,3 +109,14 @@ def test_comparison_flags_an_sdsnn_run_that_changed_no_mask():
     text = comparison_markdown(rows, "protocol")
     assert "| 0 | **never: no mask changed** |" in text and "| 150 | step 40 |" in text
     assert "Warning: sdsnn-reference changed no mask" in text and "sdsnn-strict changed" not in text
+
+
+def test_cli_structural_steps_per_epoch_sets_the_step_interval(tmp_path, capsys):
+    from sdsnn_brian.cli import _prepare_train, build_parser
+
+    args = build_parser().parse_args(["train", "--hidden", "8", "--steps", "4", "--train-limit", "200",
+                                      "--test-limit", "20", "--batch-size", "10", "--epochs", "5", "--sdsnn",
+                                      "--structural-steps-per-epoch", "4", "--run-dir", str(tmp_path / "r")])
+    trainer, _ = _prepare_train(args)  # nothing is built or trained
+    assert trainer.structure_every == 5  # 20 minibatches per epoch, 4 steps each
+    assert "structure: 20 structural steps (one every 5 minibatches" in capsys.readouterr().out
